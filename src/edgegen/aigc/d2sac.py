@@ -192,6 +192,11 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 ACTIVATIONS = {"mish": nn.Mish, "relu": nn.ReLU, "silu": nn.SiLU}
+_NUMPY_ACTIVATIONS = {
+    nn.Mish: lambda h: h * np.tanh(np.logaddexp(0.0, h)),
+    nn.ReLU: lambda h: np.maximum(h, 0.0),
+    nn.SiLU: lambda h: h / (1.0 + np.exp(-h)),
+}
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, activation: str = "mish") -> nn.Sequential:
@@ -238,6 +243,32 @@ class DiffusionActor(nn.Module):
             if i > 0 and noise != "mean":
                 z = torch.randn_like(x) if noise == "sample" else fixed_noise[i + 1].expand(b, -1)
                 x = x + self.post_std[i] * z
+        return x
+
+
+    def logits_numpy(self, obs: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        """The same chain for one state in NumPy (acting at batch 1 is dominated by torch's per-op
+        overhead). `noise`: None = "mean" chain, else (num_steps + 1) x num_actions (x_N, then z per step).
+        Weights are zero-copy views, so this always uses the current parameters."""
+        a, td = self.num_actions, self.time_dim
+        first = self.denoiser[0]
+        w = first.weight.detach().numpy()
+        w_x, w_t, w_s = w[:, :a], w[:, a : a + td], w[:, a + td :]
+        t1, t2 = self.time_mlp[0], self.time_mlp[2]
+        h = self.time_sin.numpy() @ t1.weight.detach().numpy().T + t1.bias.detach().numpy()
+        h = h * np.tanh(np.logaddexp(0.0, h))  # Mish
+        time_emb = h @ t2.weight.detach().numpy().T + t2.bias.detach().numpy()
+        base = time_emb @ w_t.T + first.bias.detach().numpy() + obs @ w_s.T  # N x hidden
+        (w2, b2), (w3, b3) = ((m.weight.detach().numpy(), m.bias.detach().numpy())
+                              for m in (self.denoiser[2], self.denoiser[4]))
+        act = _NUMPY_ACTIVATIONS[type(self.denoiser[1])]
+        keep, eps_coef, std = self.keep.numpy(), self.eps_coef.numpy(), self.post_std.numpy()
+        x = np.zeros(a, np.float32) if noise is None else noise[0]
+        for i in reversed(range(self.num_steps)):
+            eps = np.tanh(act(act(base[i] + w_x @ x) @ w2.T + b2) @ w3.T + b3)
+            x = keep[i] * x - eps_coef[i] * eps
+            if i > 0 and noise is not None:
+                x = x + std[i] * noise[i + 1]
         return x
 
 
@@ -395,12 +426,21 @@ class D2SAC:
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, deterministic: bool) -> int:
-        """Sample from pi(.|s) while training; argmax of the evaluation-mode logits when deterministic."""
-        x = torch.from_numpy(np.asarray(obs, np.float32)[None])
-        if not deterministic:
-            logits = self.actor(x, "sample")
-            return int(torch.multinomial(F.softmax(logits, -1), 1))
-        return int(self.actor(x, self.cfg.eval_noise, self.fixed_noise).argmax())
+        """Sample from pi(.|s) while training; argmax of the evaluation-mode logits when deterministic.
+        All randomness comes from torch's RNG (chain noise, then one uniform for the categorical draw)."""
+        obs = np.asarray(obs, np.float32)
+        if self.cfg.actor == "mlp":
+            logits = self.actor(torch.from_numpy(obs[None]))[0].numpy()
+        else:
+            mode = "sample" if not deterministic else self.cfg.eval_noise
+            noise = {"sample": lambda: torch.randn(self.cfg.diffusion_steps + 1, self.num_actions).numpy(),
+                     "fixed": lambda: self.fixed_noise.numpy(), "mean": lambda: None}[mode]()
+            logits = self.actor.logits_numpy(obs, noise)
+        if deterministic:
+            return int(np.argmax(logits))
+        probs = np.exp(logits - logits.max())
+        cdf = np.cumsum(probs)
+        return int(min(np.searchsorted(cdf, float(torch.rand(())) * cdf[-1], side="right"), self.num_actions - 1))
 
     def state_dict(self) -> dict:
         return {

@@ -1,0 +1,149 @@
+"""`edgegen report`: run directories -> BENCHMARKS.md tables (mean ± std over seeds) and figures.
+
+Every number in BENCHMARKS.md comes from a summary.json written by a run; nothing is typed by hand.
+Figures are copied next to the report so that the report is self-contained in the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import tyro
+
+# Published reference returns of the AaaS heuristics on the canonical ASP set (10 episodes, mean ± std):
+# ../shared/specs/aigc_env.md, measured on the reference implementation GitHub Lizonghang/AGOD.
+AIGC_REFERENCE = {"random": (-136.8, 24.5), "round_robin": (219.4, 18.9), "crash_avoid": (355.7, 11.9),
+                  "prophet": (557.9, 12.1)}
+
+
+@dataclass(frozen=True)
+class ReportArgs:
+    """Collect summary.json files below the given directories into a markdown report."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]] = (Path("runs"),)
+    """Directories to scan (recursively) for bench and speed summaries."""
+    out: Path = Path("BENCHMARKS.md")
+    """Markdown file to write."""
+    figures: Path = Path("benchmarks/figures")
+    """Where figures are copied (relative paths in the report point here)."""
+    notes: Path = Path("benchmarks/notes.md")
+    """Prose appended to the report (gaps, caveats); every figure stays in the generated tables."""
+
+
+def find_summaries(roots) -> list[tuple[Path, dict]]:
+    found = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("summary.json")):
+            try:
+                found.append((path.parent, json.loads(path.read_text())))
+            except (OSError, json.JSONDecodeError):
+                continue
+    return found
+
+
+def _fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
+    res = summary["results"]
+    cfg = json.loads((run_dir / "bench_config.json").read_text()) if (run_dir / "bench_config.json").exists() else {}
+    prophet = res.get("prophet", {}).get("return_mean")
+    lines = [f"### AaaS scheduling: `{run_dir}`", ""]
+    lines.append(f"ASP set `asp_seed={summary['asp_seed']}` ({'canonical' if summary['asp_seed'] == 0 else 'new draw'}),"
+                 f" {summary['seeds']} seed(s), {summary['test_episodes']} greedy test episodes per seed,"
+                 f" {summary['total_env_steps']} env steps per learner and seed.")
+    if cfg.get("workers"):
+        lines.append(f"Jobs ran {cfg['workers']} at a time (one CPU core each).")
+    command = _first_command(run_dir)
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    lines += ["", "| algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode | "
+              "train wall s / seed | env steps | seeds ≥ 95% Prophet (curve) | wall s to 95% Prophet |",
+              "|---|---|---|---|---|---|---|---|"]
+    for algo, r in res.items():
+        pct = f"{100 * r['return_mean'] / prophet:.1f}%" if prophet else "—"
+        lines.append(
+            f"| {algo} | {r['return_mean']:.1f} ± {r['return_std']:.1f} | {pct} | {r['crash_steps_mean']:.2f} | "
+            f"{r['train_wall_s_mean']:.0f} | {r['env_steps']} | "
+            f"{r.get('seeds_reaching_95pct_prophet', '—') if r['env_steps'] else '—'} | "
+            f"{_fmt(r.get('wall_s_to_95pct_prophet_mean'), 0)} |")
+    if summary["asp_seed"] == 0:
+        lines += ["", "Heuristics against the reference (spec, 10 episodes):", "",
+                  "| heuristic | edgegen | reference | difference |", "|---|---|---|---|"]
+        for algo, (ref, ref_std) in AIGC_REFERENCE.items():
+            if algo in res:
+                ours = res[algo]["return_mean"]
+                lines.append(f"| {algo} | {ours:.1f} | {ref} ± {ref_std} | {100 * (ours - ref) / abs(ref):+.1f}% |")
+    plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
+    if plots:
+        figures.mkdir(parents=True, exist_ok=True)
+        lines.append("")
+        tag = "_".join(run_dir.parts[-2:])
+        for p in plots:
+            dest = figures / f"{tag}_{p.name}"
+            shutil.copyfile(p, dest)
+            lines.append(f"![{p.stem}]({_relative(dest, out_dir)})")
+    return lines + [""]
+
+
+def aigc_speed_section(run_dir: Path, s: dict) -> list[str]:
+    return [
+        f"### AaaS speed: `{run_dir}`", "",
+        f"Command: `{s.get('command', '')}` (torch threads: {s['torch_threads']}, actor: {s['actor']})", "",
+        "| metric | value |", "|---|---|",
+        f"| env steps/s (single env, random actions) | {s['env_steps_per_s']:,.0f} |",
+        f"| D2SAC act p50, batch 1, greedy (ms) | {s['act_greedy_p50_ms']:.3f} |",
+        f"| D2SAC act p50, batch 1, sampling (ms) | {s['act_sample_p50_ms']:.3f} |",
+        f"| D2SAC update p50 at batch {s['update_batch_size']} (ms) | {s['update_p50_ms']:.1f} |", "",
+    ]
+
+
+def _first_command(run_dir: Path) -> str:
+    for path in sorted(run_dir.rglob("summary.json")):
+        if path.parent != run_dir:
+            try:
+                cmd = json.loads(path.read_text()).get("command", "")
+            except (OSError, json.JSONDecodeError):
+                continue
+            if cmd:
+                return cmd.replace(str(Path.cwd()) + "/", "")
+    return ""
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(start.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_report(args: ReportArgs) -> Path:
+    out_dir = args.out.parent
+    lines = ["# edgegen benchmarks", "",
+             f"Generated by `edgegen report {' '.join(map(str, args.runs))}` on "
+             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the run directories' summary.json files. "
+             "Do not edit by hand: re-run the commands below and `make report`.", ""]
+    summaries = find_summaries(args.runs)
+    bench = [(d, s) for d, s in summaries if "results" in s and "asp_seed" in s]
+    speed = [(d, s) for d, s in summaries if s.get("kind") == "aigc_speed"]
+    if bench or speed:
+        lines += ["## 1. AaaS scheduling (D2SAC)", ""]
+    for d, s in bench:
+        lines += aigc_bench_section(d, s, args.figures, out_dir)
+    for d, s in speed:
+        lines += aigc_speed_section(d, s)
+    if args.notes.exists():
+        lines += ["## Notes", "", args.notes.read_text().strip(), ""]
+    if not summaries:
+        lines.append("No run directories found.")
+    args.out.write_text("\n".join(lines).rstrip() + "\n")
+    return args.out
