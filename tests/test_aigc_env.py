@@ -165,16 +165,19 @@ def test_invalid_config_clear_error(kwargs, field):
 
 def test_fit_features_by_hand():
     # 2 ASPs: capacity 900 with 1/3 free (300 steps), capacity 450 with all free (450); T = 250*0.8 = 200
+    cfg = AaaSConfig(num_asps=2, asp_seed=1)
     obs = np.array([1.0, 1 / 3, 0.5, 1.0, 0.8, 0.5], np.float32)
-    out = fit_features(obs, 900, 250)
+    out = fit_features(obs, cfg)
     np.testing.assert_allclose(out[6:8], [1.0, 1.0])
     np.testing.assert_allclose(out[8:10], [(300 - 200) / 900, (450 - 200) / 900], rtol=1e-5)
+    onehot = out[10:]  # T = 200 is value 10 of 100, 110, ..., 250
+    assert onehot.shape == (16,) and onehot[10] == 1.0 and onehot.sum() == 1.0
     obs[1] = 0.1  # 90 free < 200
-    out = fit_features(obs, 900, 250)
+    out = fit_features(obs, cfg)
     assert out[6] == 0.0 and out[8] == pytest.approx(-110 / 900, rel=1e-5)
     env = FitFeatures(AaaSEnv())
     obs, _ = env.reset(seed=0)
-    assert obs.shape == (82,) and env.observation_space.contains(obs)
+    assert obs.shape == (42 + 40 + 16,) and env.observation_space.contains(obs)
 
 
 def test_capacity_free_bound_expectation():

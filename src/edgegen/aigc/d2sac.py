@@ -369,7 +369,7 @@ class D2SAC:
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp()) if self.cfg.auto_alpha else self.cfg.alpha
+        return float(self.log_alpha.detach().exp()) if self.cfg.auto_alpha else self.cfg.alpha
 
     def _set_lr(self) -> None:
         if self.cfg.lr_schedule == "constant":

@@ -243,19 +243,24 @@ def capacity_free_bound(env: AaaSEnv) -> float:
     return float(env.utility_table.max(axis=0)[env._step_idx].sum())
 
 
-def fit_features(obs: np.ndarray, capacity_max_steps: float, task_steps_max: float) -> np.ndarray:
-    """Append, for every ASP, whether the current task fits and its free-capacity margin.
+def fit_features(obs: np.ndarray, cfg: AaaSConfig) -> np.ndarray:
+    """Append, for every ASP, whether the current task fits and its free-capacity margin, and a one-hot
+    code of the task's T.
 
-    Both are functions of the observation alone (available steps = avail_frac * cap_frac * cap_max,
+    All are functions of the observation alone (available steps = avail_frac * cap_frac * cap_max,
     T = T_frac * T_max), so they add no information; they spare a network from learning the
-    product-and-compare that decides whether an action crashes. Works on one obs or a batch.
+    product-and-compare that decides whether an action crashes, and make each ASP's (unknown) utility
+    curve linear in the inputs. Works on one observation or a batch.
     """
     obs = np.asarray(obs, dtype=np.float32)
     cap_frac, avail_frac = obs[..., 0:-2:2], obs[..., 1:-2:2]
-    steps = obs[..., -2:-1] * task_steps_max
-    margin = (avail_frac * cap_frac * capacity_max_steps - steps) / capacity_max_steps
+    steps = obs[..., -2:-1] * cfg.task_steps_max
+    margin = (avail_frac * cap_frac * cfg.capacity_max_steps - steps) / cfg.capacity_max_steps
     fits = (margin > -1e-6).astype(np.float32)
-    return np.concatenate([obs, fits, np.clip(margin, -1.0, 1.0)], axis=-1)
+    n_values = (cfg.task_steps_max - cfg.task_steps_min) // cfg.task_steps_stride + 1
+    index = np.clip(np.rint((steps[..., 0] - cfg.task_steps_min) / cfg.task_steps_stride), 0, n_values - 1)
+    onehot = (np.arange(n_values) == index[..., None]).astype(np.float32)
+    return np.concatenate([obs, fits, np.clip(margin, -1.0, 1.0), onehot], axis=-1)
 
 
 class FitFeatures(gym.ObservationWrapper):
@@ -263,13 +268,12 @@ class FitFeatures(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        n = env.observation_space.shape[0] - 2
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (env.observation_space.shape[0] + n,), np.float32)
-        cfg = env.unwrapped.config
-        self._cap_max, self._steps_max = cfg.capacity_max_steps, cfg.task_steps_max
+        self._cfg = env.unwrapped.config
+        size = fit_features(env.observation_space.sample(), self._cfg).shape[0]
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (size,), np.float32)
 
     def observation(self, observation):
-        return fit_features(observation, self._cap_max, self._steps_max)
+        return fit_features(observation, self._cfg)
 
 
 def run_episode(env: gym.Env, act, seed: int | None = None) -> dict:

@@ -52,8 +52,9 @@ def train_sb3(name: str, env_cfg: AaaSConfig, seed: int, total_env_steps: int, r
     policy_kwargs = {"net_arch": [256, 256]}
     if name in ("sb3_ppo", "sb3_a2c"):
         policy_kwargs = {"net_arch": {"pi": [256, 256], "vf": [256, 256]}}
+    extra = {"n_steps": min(2048, total_env_steps)} if name == "sb3_ppo" else {}  # PPO: never exceed the budget
     model = _algo_class(name)("MlpPolicy", env, gamma=0.95, seed=seed, policy_kwargs=policy_kwargs, device="cpu",
-                              verbose=0)
+                              verbose=0, **extra)
     state = {"wall": 0.0, "t0": time.perf_counter(), "reach": {"95": None, "100": None}}
 
     def act(obs):
