@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from edgegen.aigc.d2sac import (
-    CheckpointError,
     D2SAC,
+    CheckpointError,
     D2SACConfig,
     DiffusionActor,
     ReplayBuffer,

@@ -58,7 +58,8 @@ def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
     cfg = json.loads((run_dir / "bench_config.json").read_text()) if (run_dir / "bench_config.json").exists() else {}
     prophet = res.get("prophet", {}).get("return_mean")
     lines = [f"### AaaS scheduling: `{run_dir}`", ""]
-    lines.append(f"ASP set `asp_seed={summary['asp_seed']}` ({'canonical' if summary['asp_seed'] == 0 else 'new draw'}),"
+    kind = "canonical" if summary["asp_seed"] == 0 else "new draw"
+    lines.append(f"ASP set `asp_seed={summary['asp_seed']}` ({kind}),"
                  f" {summary['seeds']} seed(s), {summary['test_episodes']} greedy test episodes per seed,"
                  f" {summary['total_env_steps']} env steps per learner and seed.")
     if cfg.get("workers"):

@@ -28,13 +28,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from tqdm import tqdm
 
 from edgegen.aigc.env import AaaSConfig, AaaSEnv, FitFeatures, run_episode
 from edgegen.config import ConfigError, check_choice, check_range
 from edgegen.runs import RunDir
-from edgegen.seeding import derive_seed, generator_state, rng_states, seed_everything, set_generator_state, set_rng_states
+from edgegen.seeding import (
+    derive_seed,
+    generator_state,
+    rng_states,
+    seed_everything,
+    set_generator_state,
+    set_rng_states,
+)
 
 CHECKPOINT_FORMAT = 1
 
@@ -228,7 +234,8 @@ class DiffusionActor(nn.Module):
         # First denoiser layer on [x_t, emb(t), s], split by input block (same maths as concatenating):
         # the state and time parts are computed once per chain, not once per denoising step.
         first, rest = self.denoiser[0], self.denoiser[1:]
-        w_x, w_t, w_s = first.weight[:, :a], first.weight[:, a : a + self.time_dim], first.weight[:, a + self.time_dim :]
+        td = self.time_dim
+        w_x, w_t, w_s = first.weight[:, :a], first.weight[:, a : a + td], first.weight[:, a + td :]
         time_bias = self.time_mlp(self.time_sin) @ w_t.T + first.bias  # N x hidden
         state_proj = obs @ w_s.T  # batch x hidden
         if noise == "sample":

@@ -189,12 +189,13 @@ class AaaSEnv(gym.Env):
     def step(self, action):
         if self._t >= self._n:
             raise RuntimeError("step() called after the episode terminated; call reset()")
+        bad = f"action must be an integer ASP index in [0, {self.num_asps - 1}], got {action!r}"
         try:
             k = int(action)
         except (TypeError, ValueError):
-            raise ValueError(f"action must be an integer ASP index in [0, {self.num_asps - 1}], got {action!r}") from None
+            raise ValueError(bad) from None
         if k != action or not 0 <= k < self.num_asps:
-            raise ValueError(f"action must be an integer ASP index in [0, {self.num_asps - 1}], got {action!r}")
+            raise ValueError(bad)
         i, now, steps = self._t, int(self._arrival[self._t]), int(self._steps[self._t])
         killed = 0
         crashed = steps > self._avail[k]
