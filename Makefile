@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/edgegen aigc bench --out runs/aigc-main
+	$(BIN)/edgegen aigc bench --out runs/aigc-main --total-env-steps 30000 --seeds 1 --workers 2 --eval-every-env-steps 5000
 
 test: install
 	$(BIN)/python -m pytest -q -x
@@ -26,8 +26,12 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
+# The runs behind BENCHMARKS.md (about 1.5 h on 2 cores); re-running continues an interrupted bench.
 bench: install
-	$(BIN)/edgegen aigc bench --out runs/aigc-bench --total-env-steps 150000 --seeds 3 --workers 2
+	$(BIN)/edgegen aigc bench --out runs/aigc-canonical --total-env-steps 50000 --seeds 3 --workers 2 \
+		--eval-every-env-steps 5000 --quiet
+	$(BIN)/edgegen aigc bench --out runs/aigc-asp7 --asp-seed 7 --total-env-steps 50000 --seeds 3 --workers 2 \
+		--eval-every-env-steps 5000 --algos random crash_avoid prophet d2sac sb3_dqn sb3_ppo --quiet
 	$(BIN)/edgegen aigc speed --out runs/aigc-speed
 	$(BIN)/edgegen report runs --out BENCHMARKS.md
 

@@ -49,7 +49,7 @@ class TrainArgs:
 
 
 def aigc_train(args) -> None:
-    from edgegen.aigc.bench import test_seeds
+    from edgegen.aigc.bench import episode_seeds
     from edgegen.aigc.d2sac import train
     from edgegen.aigc.env import AaaSConfig
     from edgegen.runs import RunDir
@@ -66,7 +66,7 @@ def aigc_train(args) -> None:
                                            if getattr(cfg, f.name) != f.default})
         env_cfg, seed = AaaSConfig(asp_seed=args.asp_seed), args.seed
     result = train(cfg, env_cfg, seed, run, resume=args.resume is not None, progress=not args.quiet,
-                   test_seeds=test_seeds(seed, args.test_episodes))
+                   test_seeds=episode_seeds(seed, args.test_episodes))
     run.close()
     summary = run.write_summary({"algo": "d2sac" if cfg.actor == "diffusion" else "sac_discrete", **result}, seed)
     print(json.dumps({k: v for k, v in summary.items() if k != "test_returns"}, indent=2))

@@ -78,7 +78,7 @@ class BenchConfig:
                                    eval_every_env_steps=self.eval_every_env_steps)
 
 
-def test_seeds(seed: int, episodes: int) -> list[int]:
+def episode_seeds(seed: int, episodes: int) -> list[int]:
     return [derive_seed(seed, "test", i) for i in range(episodes)]
 
 
@@ -91,7 +91,7 @@ def run_job(cfg: BenchConfig, algo: str, seed: int) -> dict:
     if (run.path / "summary.json").exists():
         return run.read_summary()
     env_cfg = AaaSConfig(asp_seed=cfg.asp_seed)
-    seeds = test_seeds(seed, cfg.test_episodes)
+    seeds = episode_seeds(seed, cfg.test_episodes)
     if algo in HEURISTICS:
         env, rng = AaaSEnv(env_cfg), np.random.default_rng(derive_seed(seed, "heuristic"))
         policy = HEURISTICS[algo]
