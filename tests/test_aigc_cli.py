@@ -33,12 +33,18 @@ def test_bench_all_algorithms_tiny_budget(tmp_path):
     assert "| prophet |" in done.stdout and "return_vs_env_steps.png" in done.stdout
 
     # report: every number of the table comes from the summaries
-    report = tmp_path / "B.md"
-    assert main(["report", str(tmp_path), "--out", str(report), "--figures", str(tmp_path / "fig")]) == 0
+    report, readme = tmp_path / "B.md", tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:begin (edgegen report) -->\nold\n<!-- results:end -->\ntail\n")
+    assert main(["report", str(tmp_path), "--out", str(report), "--figures", str(tmp_path / "fig"),
+                 "--readme", str(readme)]) == 0
     text = report.read_text()
     prophet = summary["results"]["prophet"]["return_mean"]
     assert f"| prophet | {prophet:.1f} ± 0.0 | 100.0% |" in text
     assert (tmp_path / "fig").is_dir() and "![return_vs_env_steps]" in text
+    assert "Capacity-free upper bound on the same test episodes" in text
+    new_readme = readme.read_text()
+    assert f"| 0 | prophet | {prophet:.1f} ± 0.0 | 100.0% |" in new_readme
+    assert "old" not in new_readme and new_readme.endswith("tail\n")
 
     # a re-run skips finished jobs (resumable bench): same summary, no retraining
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

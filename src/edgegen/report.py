@@ -30,6 +30,8 @@ class ReportArgs:
     """Markdown file to write."""
     figures: Path = Path("benchmarks/figures")
     """Where figures are copied (relative paths in the report point here)."""
+    readme: Path | None = Path("README.md")
+    """README whose block between the results markers is replaced by the headline table (None: skip)."""
     notes: Path = Path("benchmarks/notes.md")
     """Prose appended to the report (gaps, caveats); every figure stays in the generated tables."""
 
@@ -68,17 +70,32 @@ def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
     if command:
         lines += ["", f"Command: `{command}`"]
     lines += ["", "| algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode | "
-              "train wall s / seed | env steps | seeds ≥ 95% Prophet (curve) | wall s to 95% Prophet |",
+              "train wall s / seed (mean, max) | env steps | seeds whose curve reached 95%, 100% of Prophet | "
+              "train wall s to reach it (mean over those seeds) |",
               "|---|---|---|---|---|---|---|---|"]
     for algo, r in res.items():
         pct = f"{100 * r['return_mean'] / prophet:.1f}%" if prophet else "—"
+        runs = per_seed_summaries(run_dir, algo)
+        walls = [x["train_wall_s"] for x in runs]
+        reach, reach_s = [], []
+        for key, label in (("wall_s_to_95pct_prophet", "95%"), ("wall_s_to_prophet", "100%")):
+            hit = [x[key] for x in runs if x.get(key) is not None]
+            reach.append(f"{label}: {len(hit)}/{len(runs)}")
+            reach_s.append(f"{label}: {sum(hit) / len(hit):.0f}" if hit else f"{label}: —")
+        learned = r["env_steps"] > 0
         lines.append(
             f"| {algo} | {r['return_mean']:.1f} ± {r['return_std']:.1f} | {pct} | {r['crash_steps_mean']:.2f} | "
-            f"{r['train_wall_s_mean']:.0f} | {r['env_steps']} | "
-            f"{r.get('seeds_reaching_95pct_prophet', '—') if r['env_steps'] else '—'} | "
-            f"{_fmt(r.get('wall_s_to_95pct_prophet_mean'), 0)} |")
+            + (f"{r['train_wall_s_mean']:.0f}, {max(walls):.0f} | " if learned and walls else "— | ")
+            + f"{r['env_steps']} | " + (", ".join(reach) if learned else "—") + " | "
+            + (", ".join(reach_s) if learned else "—") + " |")
+    bound = capacity_free_bound_mean(summary["asp_seed"], cfg.get("first_seed", 0), summary["seeds"],
+                                     summary["test_episodes"])
+    lines += ["", f"Capacity-free upper bound on the same test episodes (Σ_tasks max_k U_k(T), ignores capacity, "
+              f"not achievable): {bound:.1f}" + (f" = {100 * bound / prophet:.1f}% of Prophet." if prophet else ".")]
     if summary["asp_seed"] == 0:
-        lines += ["", "Heuristics against the reference (spec, 10 episodes):", "",
+        episodes = summary["seeds"] * summary["test_episodes"]
+        lines += ["", f"Heuristics against the reference (edgegen: {episodes} test episodes; reference: 10 episodes, "
+                  "../shared/specs/aigc_env.md):", "",
                   "| heuristic | edgegen | reference | difference |", "|---|---|---|---|"]
         for algo, (ref, ref_std) in AIGC_REFERENCE.items():
             if algo in res:
@@ -94,6 +111,28 @@ def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
             shutil.copyfile(p, dest)
             lines.append(f"![{p.stem}]({_relative(dest, out_dir)})")
     return lines + [""]
+
+
+def capacity_free_bound_mean(asp_seed: int, first_seed: int, seeds: int, episodes: int) -> float:
+    import numpy as np
+
+    from edgegen.aigc.bench import episode_seeds
+    from edgegen.aigc.env import AaaSConfig, AaaSEnv, capacity_free_bound
+
+    env = AaaSEnv(AaaSConfig(asp_seed=asp_seed))
+    values = []
+    for seed in range(first_seed, first_seed + seeds):
+        for s in episode_seeds(seed, episodes):
+            env.reset(seed=s)
+            values.append(capacity_free_bound(env))
+    return float(np.mean(values))
+
+
+def per_seed_summaries(run_dir: Path, algo: str) -> list[dict]:
+    out = []
+    for path in sorted((run_dir / algo).glob("seed_*/summary.json")):
+        out.append(json.loads(path.read_text()))
+    return out
 
 
 def aigc_speed_section(run_dir: Path, s: dict) -> list[str]:
@@ -147,4 +186,29 @@ def write_report(args: ReportArgs) -> Path:
     if not summaries:
         lines.append("No run directories found.")
     args.out.write_text("\n".join(lines).rstrip() + "\n")
+    if args.readme is not None and args.readme.exists() and bench:
+        update_readme(args.readme, bench, args.out)
     return args.out
+
+
+README_BEGIN, README_END = "<!-- results:begin (edgegen report) -->", "<!-- results:end -->"
+
+
+def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path) -> None:
+    """Replace the README's results block with one headline row per algorithm of each AaaS bench."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return
+    rows = ["| ASP set | algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode |",
+            "|---|---|---|---|---|"]
+    for _, summary in bench:
+        prophet = summary["results"].get("prophet", {}).get("return_mean")
+        for algo, r in summary["results"].items():
+            pct = f"{100 * r['return_mean'] / prophet:.1f}%" if prophet else "—"
+            rows.append(f"| {summary['asp_seed']} | {algo} | {r['return_mean']:.1f} ± {r['return_std']:.1f} | {pct} | "
+                        f"{r['crash_steps_mean']:.2f} |")
+    block = "\n".join([README_BEGIN, f"AaaS scheduling, from [{report.name}]({report.name}) "
+                       f"({bench[0][1]['seeds']} seeds, {bench[0][1]['total_env_steps']} env steps per learner):",
+                       "", *rows, README_END])
+    head, rest = text.split(README_BEGIN, 1)
+    readme.write_text(head + block + rest.split(README_END, 1)[1])

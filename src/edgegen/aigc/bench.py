@@ -163,6 +163,10 @@ def aggregate(cfg: BenchConfig, results: dict) -> dict:
     return out
 
 
+HEURISTIC_STYLE = {"random": {"ls": ":", "color": "0.6"}, "round_robin": {"ls": "-.", "color": "0.5"},
+                   "crash_avoid": {"ls": "--", "color": "0.5"}, "prophet": {"ls": "--", "color": "k"}}
+
+
 def plot_curves(cfg: BenchConfig, summary: dict) -> list[Path]:
     """Greedy return vs env steps and vs training wall seconds (mean over seeds); heuristics as lines."""
     import matplotlib
@@ -177,8 +181,8 @@ def plot_curves(cfg: BenchConfig, summary: dict) -> list[Path]:
         for algo in cfg.algos:
             res = summary["results"][algo]
             if algo in HEURISTICS:
-                ax.axhline(res["return_mean"], ls="--", lw=1, label=f"{algo} ({res['return_mean']:.0f})",
-                           color={"prophet": "k", "crash_avoid": "gray"}.get(algo, None))
+                style = HEURISTIC_STYLE[algo]
+                ax.axhline(res["return_mean"], lw=1.2, label=f"{algo} ({res['return_mean']:.0f})", **style)
                 continue
             curves = [RunDir(cfg.out / algo / f"seed_{s}", tensorboard=False).read_metrics()
                       for s in range(cfg.first_seed, cfg.first_seed + cfg.seeds)]
