@@ -212,3 +212,16 @@ def test_prophet_falls_back_to_most_room():
     env._avail[:] = 50  # nobody has room for T >= 100
     env._avail[7] = 60
     assert prophet_policy(env, None) == 7
+
+
+def test_step_before_reset_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="before reset"):
+        AaaSEnv().step(0)
+
+
+def test_episode_stats_by_hand():
+    from edgegen.aigc.env import episode_stats
+
+    stats = episode_stats([{"return": 1.0, "crash_steps": 0}, {"return": 3.0, "crash_steps": 2}])
+    assert stats == {"return_mean": 2.0, "return_std": 1.0, "crash_steps_mean": 1.0, "test_returns": [1.0, 3.0]}
+    assert np.isnan(episode_stats([])["return_mean"])

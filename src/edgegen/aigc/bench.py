@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgegen.aigc.d2sac import D2SACConfig
-from edgegen.aigc.env import AaaSConfig, AaaSEnv, run_episode
+from edgegen.aigc.env import AaaSConfig, AaaSEnv, episode_stats, run_episode
 from edgegen.aigc.heuristics import HEURISTICS
 from edgegen.aigc.sb3 import SB3_ALGOS
 from edgegen.config import ConfigError, check_range
@@ -97,11 +97,7 @@ def run_job(cfg: BenchConfig, algo: str, seed: int) -> dict:
         policy = HEURISTICS[algo]
         t0 = time.perf_counter()
         test = [run_episode(env, lambda obs: policy(env, rng), s) for s in seeds]
-        result = {"return_mean": float(np.mean([t["return"] for t in test])),
-                  "return_std": float(np.std([t["return"] for t in test])),
-                  "crash_steps_mean": float(np.mean([t["crash_steps"] for t in test])),
-                  "test_returns": [t["return"] for t in test], "train_wall_s": 0.0, "env_steps": 0,
-                  "test_wall_s": time.perf_counter() - t0}
+        result = {**episode_stats(test), "train_wall_s": 0.0, "env_steps": 0, "test_wall_s": time.perf_counter() - t0}
         run.write_config({"algo": algo, "env": dataclasses.asdict(env_cfg), "seed": seed})
     elif algo in ("d2sac", "sac_discrete"):
         from edgegen.aigc.d2sac import train

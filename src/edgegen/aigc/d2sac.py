@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from edgegen.aigc.env import AaaSConfig, AaaSEnv, FitFeatures, run_episode
+from edgegen.aigc.env import AaaSConfig, AaaSEnv, FitFeatures, episode_stats, run_episode
 from edgegen.config import ConfigError, check_choice, check_range
 from edgegen.runs import RunDir
 from edgegen.seeding import (
@@ -615,11 +615,7 @@ def train(cfg: D2SACConfig, env_cfg: AaaSConfig, seed: int, run: RunDir, resume:
     torch.save(agent.state_dict(), run.ckpt / "final.pt")
     test = [run_episode(eval_env, agent_act(agent), s) for s in (test_seeds or [])]
     return {
-        "return_mean": float(np.mean([t["return"] for t in test])) if test else float("nan"),
-        "return_std": float(np.std([t["return"] for t in test])) if test else float("nan"),
-        "crash_steps_mean": float(np.mean([t["crash_steps"] for t in test])) if test else float("nan"),
-        "test_returns": [t["return"] for t in test],
-        "train_wall_s": train_wall_s, "env_steps": step, "updates": agent.updates,
+        **episode_stats(test), "train_wall_s": train_wall_s, "env_steps": step, "updates": agent.updates,
         "wall_s_to_95pct_prophet": reach["95"], "wall_s_to_prophet": reach["100"],
     }
 

@@ -149,7 +149,7 @@ class AaaSEnv(gym.Env):
         self._obs = np.zeros(2 * self.num_asps + 2, dtype=np.float32)
         self._obs[0 : 2 * self.num_asps : 2] = self.capacity / cfg.capacity_max_steps
         self._arrival = np.zeros(1, dtype=np.int64)
-        self._t = 0
+        self._t = self._n = 0  # no episode until reset()
 
     # ---- public read-only state (heuristics and feature wrappers use it) ----
     @property
@@ -188,7 +188,7 @@ class AaaSEnv(gym.Env):
 
     def step(self, action):
         if self._t >= self._n:
-            raise RuntimeError("step() called after the episode terminated; call reset()")
+            raise RuntimeError("step() called before reset() or after the episode terminated; call reset()")
         bad = f"action must be an integer ASP index in [0, {self.num_asps - 1}], got {action!r}"
         try:
             k = int(action)
@@ -289,3 +289,15 @@ def run_episode(env: gym.Env, act, seed: int | None = None) -> dict:
         steps += 1
         done = terminated or truncated
     return {"return": total, "crash_steps": crashes, "killed_tasks": killed, "length": steps}
+
+
+def episode_stats(episodes: list[dict]) -> dict:
+    """Bench fields of a list of `run_episode` results (NaN when there are none)."""
+    returns = [e["return"] for e in episodes]
+    nan = float("nan")
+    return {
+        "return_mean": float(np.mean(returns)) if episodes else nan,
+        "return_std": float(np.std(returns)) if episodes else nan,
+        "crash_steps_mean": float(np.mean([e["crash_steps"] for e in episodes])) if episodes else nan,
+        "test_returns": returns,
+    }

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import torch
 
-from edgegen.aigc.env import AaaSConfig, run_episode
+from edgegen.aigc.env import AaaSConfig, episode_stats, run_episode
 from edgegen.runs import RunDir
 from edgegen.seeding import derive_seed, seed_everything
 
@@ -81,11 +81,7 @@ def train_sb3(name: str, env_cfg: AaaSConfig, seed: int, total_env_steps: int, r
         evaluate(model.num_timesteps)
     model.save(run.ckpt / "final.zip")
     test = [run_episode(eval_env, act, s) for s in (test_seeds or [])]
-    returns = [t["return"] for t in test]
     return {
-        "return_mean": float(np.mean(returns)) if test else float("nan"),
-        "return_std": float(np.std(returns)) if test else float("nan"),
-        "crash_steps_mean": float(np.mean([t["crash_steps"] for t in test])) if test else float("nan"),
-        "test_returns": returns, "train_wall_s": state["wall"], "env_steps": int(model.num_timesteps),
+        **episode_stats(test), "train_wall_s": state["wall"], "env_steps": int(model.num_timesteps),
         "wall_s_to_95pct_prophet": state["reach"]["95"], "wall_s_to_prophet": state["reach"]["100"],
     }
