@@ -8,6 +8,7 @@ and the same greedy evaluation on the same episodes.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -52,7 +53,10 @@ def train_sb3(name: str, env_cfg: AaaSConfig, seed: int, total_env_steps: int, r
     policy_kwargs = {"net_arch": [256, 256]}
     if name in ("sb3_ppo", "sb3_a2c"):
         policy_kwargs = {"net_arch": {"pi": [256, 256], "vf": [256, 256]}}
-    extra = {"n_steps": min(2048, total_env_steps)} if name == "sb3_ppo" else {}  # PPO: never exceed the budget
+    extra = {}
+    if name == "sb3_ppo":  # whole rollouts of at most SB3's default 2048 steps that add up to (about) the budget
+        rollouts = math.ceil(total_env_steps / 2048)
+        extra = {"n_steps": math.ceil(total_env_steps / rollouts)}
     model = _algo_class(name)("MlpPolicy", env, gamma=0.95, seed=seed, policy_kwargs=policy_kwargs, device="cpu",
                               verbose=0, **extra)
     state = {"wall": 0.0, "t0": time.perf_counter(), "reach": {"95": None, "100": None}}
