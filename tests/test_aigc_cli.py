@@ -31,6 +31,7 @@ def test_bench_all_algorithms_tiny_budget(tmp_path):
     assert (out / "plots" / "return_vs_env_steps.png").stat().st_size > 0
     assert (out / "plots" / "return_vs_wall_s.png").stat().st_size > 0
     assert "| prophet |" in done.stdout and "return_vs_env_steps.png" in done.stdout
+    assert "edgegen aigc bench --out" in summary["command"]
 
     # report: every number of the table comes from the summaries
     report, readme = tmp_path / "B.md", tmp_path / "README.md"
@@ -62,6 +63,9 @@ def test_bench_on_local_ray_matches_serial(tmp_path):
 
     ray.shutdown()
     assert serial["results"] == parallel["results"]
+    # provenance: a job run in a Ray worker records the bench's command, not the worker's
+    job = json.loads((tmp_path / "ray" / "prophet" / "seed_1" / "summary.json").read_text())
+    assert job["command"] == parallel["command"] and "default_worker" not in job["command"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -66,9 +66,8 @@ def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
                  f" {summary['total_env_steps']} env steps per learner and seed.")
     if cfg.get("workers"):
         lines.append(f"Jobs ran {cfg['workers']} at a time (one CPU core each).")
-    command = _first_command(run_dir)
-    if command:
-        lines += ["", f"Command: `{command}`"]
+    if summary.get("command"):
+        lines += ["", f"Command: `{summary['command']}`"]
     lines += ["", "| algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode | "
               "train wall s / seed (mean, max) | env steps | seeds whose curve reached 95%, 100% of Prophet | "
               "train wall s to reach it (mean over those seeds) |",
@@ -147,18 +146,6 @@ def aigc_speed_section(run_dir: Path, s: dict) -> list[str]:
     ]
 
 
-def _first_command(run_dir: Path) -> str:
-    for path in sorted(run_dir.rglob("summary.json")):
-        if path.parent != run_dir:
-            try:
-                cmd = json.loads(path.read_text()).get("command", "")
-            except (OSError, json.JSONDecodeError):
-                continue
-            if cmd:
-                return cmd.replace(str(Path.cwd()) + "/", "")
-    return ""
-
-
 def _relative(path: Path, start: Path) -> str:
     try:
         return str(path.resolve().relative_to(start.resolve()))
@@ -173,7 +160,8 @@ def write_report(args: ReportArgs) -> Path:
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the run directories' summary.json files. "
              "Do not edit by hand: re-run the commands below and `make report`.", ""]
     summaries = find_summaries(args.runs)
-    bench = [(d, s) for d, s in summaries if "results" in s and "asp_seed" in s]
+    bench = sorted([(d, s) for d, s in summaries if "results" in s and "asp_seed" in s],
+                   key=lambda item: (item[1]["asp_seed"] != 0, str(item[0])))
     speed = [(d, s) for d, s in summaries if s.get("kind") == "aigc_speed"]
     if bench or speed:
         lines += ["## 1. AaaS scheduling (D2SAC)", ""]

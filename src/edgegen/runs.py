@@ -28,6 +28,11 @@ def git_sha() -> str:
         return "unknown"
 
 
+def current_command() -> str:
+    """The command line of this process, with the working directory's prefix removed."""
+    return " ".join(sys.argv).replace(str(Path.cwd()) + "/", "")
+
+
 class RunDir:
     def __init__(self, path: str | Path, tensorboard: bool = True):
         self.path = Path(path)
@@ -89,8 +94,9 @@ class RunDir:
             for r in rows:
                 w.writerow([_fmt(r.get(c, "")) for c in self._columns])
 
-    def write_summary(self, summary: dict, seed: int | None = None) -> dict:
-        full = {**summary, "command": " ".join(sys.argv), "seed": seed, "git_sha": git_sha(),
+    def write_summary(self, summary: dict, seed: int | None = None, command: str | None = None) -> dict:
+        """Write summary.json with provenance; `command` defaults to this process's command line."""
+        full = {**summary, "command": command or current_command(), "seed": seed, "git_sha": git_sha(),
                 "edgegen_version": edgegen.__version__}
         (self.path / "summary.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=float))
         return full

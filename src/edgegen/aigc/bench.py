@@ -23,7 +23,7 @@ from edgegen.aigc.env import AaaSConfig, AaaSEnv, episode_stats, run_episode
 from edgegen.aigc.heuristics import HEURISTICS
 from edgegen.aigc.sb3 import SB3_ALGOS
 from edgegen.config import ConfigError, check_range
-from edgegen.runs import RunDir
+from edgegen.runs import RunDir, current_command
 from edgegen.seeding import derive_seed
 
 ALGOS = ("random", "round_robin", "crash_avoid", "prophet", "d2sac", "sac_discrete") + SB3_ALGOS
@@ -82,7 +82,7 @@ def episode_seeds(seed: int, episodes: int) -> list[int]:
     return [derive_seed(seed, "test", i) for i in range(episodes)]
 
 
-def run_job(cfg: BenchConfig, algo: str, seed: int) -> dict:
+def run_job(cfg: BenchConfig, algo: str, seed: int, command: str | None = None) -> dict:
     """Train (if learned) and test one algorithm with one seed; writes OUT/ALGO/seed_K/summary.json."""
     import torch
 
@@ -111,13 +111,14 @@ def run_job(cfg: BenchConfig, algo: str, seed: int) -> dict:
                            eval_every_env_steps=cfg.eval_every_env_steps, test_seeds=seeds,
                            progress=False)
     run.close()
-    return run.write_summary({"algo": algo, "asp_seed": cfg.asp_seed, **result}, seed=seed)
+    return run.write_summary({"algo": algo, "asp_seed": cfg.asp_seed, **result}, seed=seed, command=command)
 
 
 def run_bench(cfg: BenchConfig) -> dict:
     cfg.validate()
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    command = current_command()
     jobs = [(algo, seed) for algo in cfg.algos for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds)]
     if cfg.workers > 1 or cfg.ray_address:
         import ray
@@ -128,11 +129,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         remote = ray.remote(num_cpus=1)(run_job)
         # Longest jobs first so the parallel schedule ends together.
         order = sorted(jobs, key=lambda j: j[0] in HEURISTICS)
-        summaries = ray.get([remote.remote(cfg, a, s) for a, s in order])
+        summaries = ray.get([remote.remote(cfg, a, s, command) for a, s in order])
         results = dict(zip(order, summaries, strict=True))
     else:
-        results = {(a, s): run_job(cfg, a, s) for a, s in jobs}
-    summary = aggregate(cfg, results)
+        results = {(a, s): run_job(cfg, a, s, command) for a, s in jobs}
+    summary = {**aggregate(cfg, results), "command": command}
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_curves(cfg, summary)
     return summary
