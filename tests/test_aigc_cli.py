@@ -44,7 +44,7 @@ def test_bench_all_algorithms_tiny_budget(tmp_path):
     assert (tmp_path / "fig").is_dir() and "![return_vs_env_steps]" in text
     assert "Capacity-free upper bound on the same test episodes" in text
     new_readme = readme.read_text()
-    assert f"| 0 | prophet | {prophet:.1f} ± 0.0 | 100.0% |" in new_readme
+    assert f"| 0 | prophet | {prophet:.1f} ± 0.0 | 100.0% | 0.00 | — |" in new_readme
     assert "old" not in new_readme and new_readme.endswith("tail\n")
 
     # a re-run skips finished jobs (resumable bench): same summary, no retraining

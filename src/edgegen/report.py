@@ -187,14 +187,15 @@ def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path) ->
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
         return
-    rows = ["| ASP set | algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode |",
-            "|---|---|---|---|---|"]
+    rows = ["| ASP set | algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode | "
+            "train wall s / seed |", "|---|---|---|---|---|---|"]
     for _, summary in bench:
         prophet = summary["results"].get("prophet", {}).get("return_mean")
         for algo, r in summary["results"].items():
             pct = f"{100 * r['return_mean'] / prophet:.1f}%" if prophet else "—"
+            wall = f"{r['train_wall_s_mean']:.0f}" if r["env_steps"] else "—"
             rows.append(f"| {summary['asp_seed']} | {algo} | {r['return_mean']:.1f} ± {r['return_std']:.1f} | {pct} | "
-                        f"{r['crash_steps_mean']:.2f} |")
+                        f"{r['crash_steps_mean']:.2f} | {wall} |")
     block = "\n".join([README_BEGIN, f"AaaS scheduling, from [{report.name}]({report.name}) "
                        f"({bench[0][1]['seeds']} seeds, {bench[0][1]['total_env_steps']} env steps per learner):",
                        "", *rows, README_END])
