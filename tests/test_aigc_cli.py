@@ -95,6 +95,8 @@ def test_train_resume_rejects_corrupt_checkpoint(tmp_path, capsys):
     shutil.rmtree(run / "ckpt" / "latest.old", ignore_errors=True)
     assert main(["aigc", "train", "--resume", str(run), "--quiet"]) == 2
     assert "cannot load checkpoint" in capsys.readouterr().err
+    assert main(["aigc", "train", "--resume", str(tmp_path / "nothing"), "--quiet"]) == 2
+    assert "no run directory there" in capsys.readouterr().err
 
 
 def test_speed_writes_summary(tmp_path):

@@ -68,3 +68,11 @@ def test_run_dir_layout_metrics_and_truncate(tmp_path):
     summary = again.write_summary({"return_mean": 1.5}, seed=3)
     assert summary["seed"] == 3 and "git_sha" in summary and "edgegen_version" in summary
     assert again.read_summary()["return_mean"] == 1.5 and again.read_config() == {"a": 1}
+
+
+def test_truncate_to_zero_restarts_the_curve(tmp_path):
+    run = RunDir(tmp_path / "r", tensorboard=False)
+    run.log(5, ret=1.0)
+    run.truncate_metrics(0)
+    run.log(5, ret=2.0)
+    assert [r["ret"] for r in RunDir(tmp_path / "r", tensorboard=False).read_metrics()] == [2.0]

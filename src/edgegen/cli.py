@@ -55,6 +55,8 @@ def aigc_train(args) -> None:
     from edgegen.runs import RunDir
 
     if args.resume is not None:
+        if not (args.resume / "config.json").exists():
+            raise CheckpointError(f"--resume {args.resume}: no run directory there (config.json missing)")
         run = RunDir(args.resume)
         saved = run.read_config()
         cfg, env_cfg, seed = D2SACConfig(**saved["d2sac"]), AaaSConfig(**saved["env"]), saved["seed"]

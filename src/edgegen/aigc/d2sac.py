@@ -571,6 +571,7 @@ def train(cfg: D2SACConfig, env_cfg: AaaSConfig, seed: int, run: RunDir, resume:
         run.truncate_metrics(step)
         obs, _ = env.reset()
     else:
+        run.truncate_metrics(0)  # a run killed before its first checkpoint starts over
         run.write_config({"algo": cfg.actor, "d2sac": dataclasses.asdict(cfg), "env": dataclasses.asdict(env_cfg),
                           "seed": seed})
         obs, _ = env.reset(seed=derive_seed(seed, "train"))

@@ -48,6 +48,7 @@ def train_sb3(name: str, env_cfg: AaaSConfig, seed: int, total_env_steps: int, r
     curve_seeds = [derive_seed(seed, "curve", i) for i in range(eval_episodes)]
     prophet = float(np.mean([run_episode(eval_env, lambda o: prophet_policy(eval_env.unwrapped, None), s)["return"]
                              for s in curve_seeds]))
+    run.truncate_metrics(0)  # SB3 runs are not resumable: a killed one starts over
     run.write_config({"algo": name, "env": env_cfg.__dict__, "seed": seed, "total_env_steps": total_env_steps,
                       "obs_features": obs_features})
     policy_kwargs = {"net_arch": [256, 256]}
