@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from edgegen.aigc.d2sac import D2SACConfig
 from edgegen.aigc.env import AaaSConfig, AaaSEnv, episode_stats, run_episode
@@ -129,8 +130,15 @@ def run_bench(cfg: BenchConfig) -> dict:
         remote = ray.remote(num_cpus=1)(run_job)
         # Longest jobs first so the parallel schedule ends together.
         order = sorted(jobs, key=lambda j: j[0] in HEURISTICS)
-        summaries = ray.get([remote.remote(cfg, a, s, command) for a, s in order])
-        results = dict(zip(order, summaries, strict=True))
+        pending = {remote.remote(cfg, a, s, command): (a, s) for a, s in order}
+        results = {}
+        with tqdm(total=len(jobs), desc="bench jobs", unit="job", disable=True if cfg.quiet else None) as bar:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(done[0])
+                results[job] = ray.get(done[0])
+                bar.set_postfix_str(f"{job[0]} seed {job[1]}: {results[job]['return_mean']:.1f}")
+                bar.update(1)
     else:
         results = {(a, s): run_job(cfg, a, s, command) for a, s in jobs}
     summary = {**aggregate(cfg, results), "command": command}

@@ -576,8 +576,9 @@ def train(cfg: D2SACConfig, env_cfg: AaaSConfig, seed: int, run: RunDir, resume:
                           "seed": seed})
         obs, _ = env.reset(seed=derive_seed(seed, "train"))
 
-    bar = tqdm(total=cfg.total_env_steps, initial=step, disable=not progress, desc=f"{cfg.actor} seed {seed}",
-               unit="step", mininterval=1.0)
+    # disable=None: tqdm turns itself off when stderr is not a terminal (e.g. inside a Ray worker)
+    bar = tqdm(total=cfg.total_env_steps, initial=step, disable=None if progress else True,
+               desc=f"{cfg.actor} seed {seed}", unit="step", mininterval=1.0)
     t0, last = time.perf_counter(), {}
     while step < cfg.total_env_steps:
         if step < cfg.learning_starts:
