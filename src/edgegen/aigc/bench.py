@@ -151,7 +151,7 @@ def aggregate(cfg: BenchConfig, results: dict) -> dict:
     out: dict = {"results": {}, "asp_seed": cfg.asp_seed, "seeds": cfg.seeds, "test_episodes": cfg.test_episodes,
                  "total_env_steps": cfg.total_env_steps}
     for algo in cfg.algos:
-        runs = [results[(a, s)] for a, s in results if a == algo]
+        runs = [results[(a, s)] for a, s in sorted(results) if a == algo]  # seed order, not completion order
         per_seed = np.array([r["return_mean"] for r in runs])
         reach = [r.get("wall_s_to_95pct_prophet") for r in runs]
         out["results"][algo] = {
