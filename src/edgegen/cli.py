@@ -13,7 +13,7 @@ import tyro
 from edgegen.aigc.bench import BenchConfig
 from edgegen.aigc.d2sac import CheckpointError, D2SACConfig
 from edgegen.aigc.speed import SpeedArgs
-from edgegen.config import ConfigError
+from edgegen.config import ConfigError, from_dict
 from edgegen.report import ReportArgs
 
 
@@ -59,7 +59,7 @@ def aigc_train(args) -> None:
             raise CheckpointError(f"--resume {args.resume}: no run directory there (config.json missing)")
         run = RunDir(args.resume)
         saved = run.read_config()
-        cfg, env_cfg, seed = D2SACConfig(**saved["d2sac"]), AaaSConfig(**saved["env"]), saved["seed"]
+        cfg, env_cfg, seed = from_dict(D2SACConfig, saved["d2sac"]), from_dict(AaaSConfig, saved["env"]), saved["seed"]
     else:
         run = RunDir(args.out)
         cfg = args.d2sac

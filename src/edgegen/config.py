@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -28,10 +26,6 @@ def check_choice(name: str, value: Any, choices) -> None:
         raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
 
 
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
 def from_dict(cls: type[T], data: dict) -> T:
     """Build a dataclass from a dict, rejecting unknown keys with a clear error."""
     names = {f.name for f in dataclasses.fields(cls)}
@@ -39,11 +33,3 @@ def from_dict(cls: type[T], data: dict) -> T:
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}; known: {sorted(names)}")
     return cls(**data)
-
-
-def save_json(cfg, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
-
-
-def load_json(cls: type[T], path: str | Path) -> T:
-    return from_dict(cls, json.loads(Path(path).read_text()))

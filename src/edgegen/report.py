@@ -47,14 +47,6 @@ def find_summaries(roots) -> list[tuple[Path, dict]]:
     return found
 
 
-def _fmt(v, digits=1):
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
 def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
     res = summary["results"]
     cfg = json.loads((run_dir / "bench_config.json").read_text()) if (run_dir / "bench_config.json").exists() else {}
