@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[rl,scale,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[rl,scale,fedtune,flower,dev]'
 	touch $(STAMP)
 
 run: install

@@ -132,8 +132,12 @@ def test_flexlora_equals_truncated_svd() -> None:
         tail = math.sqrt(float((S[r:] ** 2).sum()))  # Eckart–Young
         assert lora.aggregation_error(Bs, As, w, B, A) == pytest.approx(tail, abs=1e-10)
     assert lora.aggregation_error(Bs, As, w, *out[-1]) == pytest.approx(0.0, abs=1e-10)  # full rank is exact
-    with pytest.raises(ValueError, match=r"ranks\[0\] must be <= min\(d_out, d_in\) = 7"):
-        lora.flexlora_redistribute(Bs, As, w, [8])
+    (B9, A9), = lora.flexlora_redistribute(Bs, As, w, [9])  # above min(d_out, d_in) = 7: exact, zero-padded
+    assert B9.shape == (10, 9) and A9.shape == (9, 7)
+    assert torch.all(B9[:, 7:] == 0) and torch.all(A9[7:, :] == 0)
+    assert torch.allclose(B9 @ A9, delta)
+    with pytest.raises(ValueError, match=r"ranks\[0\] must be an integer >= 1"):
+        lora.flexlora_redistribute(Bs, As, w, [0])
 
 
 def test_aggregation_error_zero_for_identical_equal_rank_clients() -> None:

@@ -14,6 +14,8 @@ from edgegen.aigc.bench import BenchConfig
 from edgegen.aigc.d2sac import CheckpointError, D2SACConfig
 from edgegen.aigc.speed import SpeedArgs
 from edgegen.config import ConfigError, from_dict
+from edgegen.fedtune.bench import LoraBenchConfig
+from edgegen.fedtune.rounds import FedConfig
 from edgegen.report import ReportArgs
 
 
@@ -80,6 +82,35 @@ def aigc_speed(args) -> None:
     print(json.dumps(run_speed(args), indent=2))
 
 
+def fedtune_lora_bench(cfg) -> None:
+    from edgegen.fedtune.bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(f"\nsummary: {cfg.out / 'summary.json'}")
+    print(f"plots:   {cfg.out / 'plots'}/accuracy_vs_{{rounds,bytes,time}}.png")
+
+
+@dataclass(frozen=True)
+class FedConfigArgs:
+    """One federated LoRA fine-tuning run."""
+
+    out: Path = Path("runs/fedtune-train")
+    """Run directory (an interrupted run there is resumed)."""
+    fed: FedConfig = dataclasses.field(default_factory=FedConfig)
+    """Run configuration."""
+    quiet: bool = False
+    """Disable the progress bar."""
+
+
+def fedtune_lora_train(args) -> None:
+    from edgegen.fedtune.rounds import run
+
+    summary = run(args.fed, args.out, quiet=args.quiet)
+    print(json.dumps({k: summary[k] for k in ("test_acc", "uplink_bytes", "downlink_bytes",
+                                              "round_latency_s_mean", "wall_s")}, indent=2))
+
+
 def report(args) -> None:
     from edgegen.report import write_report
 
@@ -93,34 +124,40 @@ COMMANDS = {
         "train": (TrainArgs, aigc_train, "Train one D2SAC agent (resumable)."),
         "speed": (SpeedArgs, aigc_speed, "Measure env steps/s, D2SAC act latency and update time."),
     },
+    "fedtune": {
+        "lora": {
+            "bench": (LoraBenchConfig, fedtune_lora_bench, "Heterogeneous-rank federated LoRA: every method x seeds."),
+            "train": (FedConfigArgs, fedtune_lora_train, "One federated LoRA run (resumable)."),
+        },
+    },
     "report": (ReportArgs, report, "Turn run directories into BENCHMARKS.md tables and figures."),
 }
 
 
+def _usage(commands: dict, prefix: str = "edgegen") -> list[str]:
+    lines = []
+    for name, entry in commands.items():
+        if isinstance(entry, dict):
+            lines += _usage(entry, f"{prefix} {name}")
+        else:
+            lines.append(f"  {prefix} {name} [--help]    {entry[2]}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = COMMANDS
-    usage = "usage: edgegen {" + ",".join(commands) + "} ...\n  edgegen aigc {bench,train,speed} [--help]\n" \
-            "  edgegen report [--help]"
+    usage = "usage:\n" + "\n".join(_usage(COMMANDS))
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0
-    area = argv.pop(0)
-    if area not in commands:
-        print(f"edgegen: unknown area {area!r}; choose from {list(commands)}\n{usage}", file=sys.stderr)
-        return 2
-    entry = commands[area]
-    if isinstance(entry, dict):
-        if not argv or argv[0] not in entry:
-            verb = argv[0] if argv else ""
-            print(f"edgegen {area}: unknown command {verb!r}; choose from {list(entry)}", file=sys.stderr)
+    entry, prog = COMMANDS, "edgegen"
+    while isinstance(entry, dict):  # descend: area, then sub-area / verb
+        word = argv.pop(0) if argv and not argv[0].startswith("-") else ""
+        if word not in entry:
+            print(f"{prog}: unknown command {word!r}; choose from {list(entry)}\n{usage}", file=sys.stderr)
             return 2
-        verb = argv.pop(0)
-        cls, fn, desc = entry[verb]
-        prog = f"edgegen {area} {verb}"
-    else:
-        cls, fn, desc = entry
-        prog = f"edgegen {area}"
+        entry, prog = entry[word], f"{prog} {word}"
+    cls, fn, desc = entry
     args = tyro.cli(cls, args=argv, prog=prog, description=desc)
     try:
         fn(args)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from edgegen.aigc.d2sac import D2SACConfig
 from edgegen.aigc.env import AaaSConfig, AaaSEnv, episode_stats, run_episode
 from edgegen.aigc.heuristics import HEURISTICS
 from edgegen.aigc.sb3 import SB3_ALGOS
 from edgegen.config import ConfigError, check_range
+from edgegen.jobs import run_jobs
 from edgegen.runs import RunDir, current_command
 from edgegen.seeding import derive_seed
 
@@ -121,26 +121,11 @@ def run_bench(cfg: BenchConfig) -> dict:
     (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     command = current_command()
     jobs = [(algo, seed) for algo in cfg.algos for seed in range(cfg.first_seed, cfg.first_seed + cfg.seeds)]
-    if cfg.workers > 1 or cfg.ray_address:
-        import ray
-
-        ray.init(address=cfg.ray_address, num_cpus=None if cfg.ray_address else cfg.workers,
-                 include_dashboard=False, ignore_reinit_error=True, log_to_driver=not cfg.quiet,
-                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-        remote = ray.remote(num_cpus=1)(run_job)
-        # Longest jobs first so the parallel schedule ends together.
-        order = sorted(jobs, key=lambda j: j[0] in HEURISTICS)
-        pending = {remote.remote(cfg, a, s, command): (a, s) for a, s in order}
-        results = {}
-        with tqdm(total=len(jobs), desc="bench jobs", unit="job", disable=True if cfg.quiet else None) as bar:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(done[0])
-                results[job] = ray.get(done[0])
-                bar.set_postfix_str(f"{job[0]} seed {job[1]}: {results[job]['return_mean']:.1f}")
-                bar.update(1)
-    else:
-        results = {(a, s): run_job(cfg, a, s, command) for a, s in jobs}
+    # Longest jobs first so the parallel schedule ends together.
+    order = sorted(jobs, key=lambda j: j[0] in HEURISTICS)
+    results = run_jobs(run_job, [(cfg, a, s, command) for a, s in order], cfg.workers, cfg.ray_address, cfg.quiet,
+                       describe=lambda job, r: f"{job[1]} seed {job[2]}: {r['return_mean']:.1f}")
+    results = {(job[1], job[2]): r for job, r in results.items()}
     summary = {**aggregate(cfg, results), "command": command}
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_curves(cfg, summary)

@@ -47,6 +47,7 @@ __all__ = [
     "lora_params",
     "lora_scale",
     "payload_bytes",
+    "svd_factors",
     "truncate",
     "uplink_bytes",
     "weighted_product",
@@ -244,20 +245,27 @@ def flexlora_redistribute(
     weights: Sequence[float] | torch.Tensor,
     ranks: Sequence[int],
 ) -> list[Factors]:
-    """FlexLoRA: SVD of ΔW = Σ w_k B_k A_k, truncated and split at each requested rank.
-
-    For each r in ``ranks``: B = U[:, :r] · sqrt(S[:r]), A = sqrt(S[:r]) · Vh[:r], so ``B @ A`` is the
-    best rank-r approximation of ΔW in Frobenius norm (Eckart–Young). ``r`` may be at most min(d_out, d_in).
-    """
+    """FlexLoRA: SVD of ΔW = Σ w_k B_k A_k, truncated and split at each requested rank (:func:`svd_factors`)."""
     delta = weighted_product(Bs, As, weights)
-    full_rank = min(delta.shape)
     for i, r in enumerate(ranks):
         _check_rank(f"ranks[{i}]", r)
-        if r > full_rank:
-            raise ValueError(f"ranks[{i}] must be <= min(d_out, d_in) = {full_rank}, got {r}")
+    return [svd_factors(delta, r) for r in ranks]
+
+
+def svd_factors(delta: torch.Tensor, r: int) -> Factors:
+    """Rank-r factors of a dense update: B = U_r·sqrt(S_r) (d_out × r), A = sqrt(S_r)·Vh_r (r × d_in).
+
+    ``B @ A`` is the best rank-r approximation of ``delta`` in Frobenius norm (Eckart–Young). A rank above
+    min(d_out, d_in) is allowed (a LoRA rank may exceed a small layer's size): the factors are exact and
+    zero-padded to r.
+    """
+    if delta.ndim != 2:
+        raise ValueError(f"delta must be 2-D (d_out, d_in), got shape {tuple(delta.shape)}")
+    _check_rank("r", r)
     U, S, Vh = torch.linalg.svd(delta, full_matrices=False)
-    root = S.sqrt()
-    return [(U[:, :r] * root[:r], root[:r, None] * Vh[:r, :]) for r in ranks]
+    q = min(r, S.numel())
+    root = S[:q].sqrt()
+    return zero_pad(U[:, :q] * root, root[:, None] * Vh[:q, :], r)
 
 
 def aggregation_error(

@@ -1,0 +1,42 @@
+"""Run a list of independent jobs (seeds × methods) in this process or as Ray tasks, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tqdm import tqdm
+
+
+def run_jobs(fn: Callable[..., dict], jobs: Sequence[tuple], workers: int = 1, ray_address: str | None = None,
+             quiet: bool = False, describe: Callable[[tuple, dict], str] | None = None) -> dict[tuple, Any]:
+    """``{job: fn(*job)}`` for every job tuple.
+
+    With ``workers > 1`` or a ``ray_address`` the jobs run as Ray tasks of one CPU each (a local Ray with
+    ``workers`` CPUs, or the cluster at ``ray_address``), in the given order (put the longest first);
+    otherwise one after the other here. ``describe(job, result)`` labels the progress bar after each job.
+    """
+    results: dict[tuple, Any] = {}
+    with tqdm(total=len(jobs), desc="bench jobs", unit="job", disable=True if quiet else None) as bar:
+        def done(job: tuple, result: dict) -> None:
+            results[job] = result
+            if describe is not None:
+                bar.set_postfix_str(describe(job, result))
+            bar.update(1)
+
+        if workers > 1 or ray_address:
+            import ray
+
+            ray.init(address=ray_address, num_cpus=None if ray_address else workers, include_dashboard=False,
+                     ignore_reinit_error=True, log_to_driver=not quiet,
+                     runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+            remote = ray.remote(num_cpus=1)(fn)
+            pending = {remote.remote(*job): job for job in jobs}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ready[0])
+                done(job, ray.get(ready[0]))
+        else:
+            for job in jobs:
+                done(job, fn(*job))
+    return results
