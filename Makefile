@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install run test test-slow bench report lint clean
+.PHONY: install run test test-slow bench bench-fedtune report lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,16 @@ bench: install
 	$(BIN)/edgegen aigc bench --out runs/aigc-asp7 --asp-seed 7 --total-env-steps 50000 --seeds 3 --workers 2 \
 		--eval-every-env-steps 5000 --algos random crash_avoid prophet d2sac sb3_dqn sb3_ppo --quiet
 	$(BIN)/edgegen aigc speed --out runs/aigc-speed
+	$(MAKE) bench-fedtune
+
+# Federated LoRA (issue 3): both tiers, every method, 3 seeds; plus device selection on the digits tier (~40 min).
+bench-fedtune: install
+	$(BIN)/edgegen fedtune lora bench --tier digits --out runs/fedtune-lora-digits --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen fedtune lora bench --tier digits --out runs/fedtune-lora-digits-random --methods hetlora_size \
+		--selection random --clients-per-round 5 --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen fedtune lora bench --tier digits --out runs/fedtune-lora-digits-deadline --methods hetlora_size \
+		--selection deadline --deadline-s 0.25 --clients-per-round 5 --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen fedtune lora bench --tier minilm --out runs/fedtune-lora-minilm --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen report runs --out BENCHMARKS.md
 
 report: install

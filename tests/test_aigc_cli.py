@@ -72,7 +72,8 @@ def test_bench_on_local_ray_matches_serial(tmp_path):
     (["aigc", "bench", "--algos", "dqn"], "unknown algorithm(s) ['dqn']"),
     (["aigc", "bench", "--seeds", "0"], "seeds must be in [1,"),
     (["aigc", "bench", "--asp-seed", "0", "--d2sac.gamma", "2"], None),
-    (["nope"], "unknown area 'nope'"),
+    (["nope"], "unknown command 'nope'"),
+    (["fedtune", "lora", "fly"], "unknown command 'fly'"),
     (["aigc", "fly"], "unknown command 'fly'"),
 ])
 def test_bad_input_gives_one_clear_error(argv, message, capsys, tmp_path):

@@ -92,16 +92,59 @@ def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
             if algo in res:
                 ours = res[algo]["return_mean"]
                 lines.append(f"| {algo} | {ours:.1f} | {ref} ± {ref_std} | {100 * (ours - ref) / abs(ref):+.1f}% |")
+    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
+
+
+def _copy_plots(run_dir: Path, figures: Path, out_dir: Path) -> list[str]:
+    """Copy a bench's plots/*.png next to the report; markdown image lines for them."""
     plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
-    if plots:
-        figures.mkdir(parents=True, exist_ok=True)
-        lines.append("")
-        tag = "_".join(run_dir.parts[-2:])
-        for p in plots:
-            dest = figures / f"{tag}_{p.name}"
-            shutil.copyfile(p, dest)
-            lines.append(f"![{p.stem}]({_relative(dest, out_dir)})")
-    return lines + [""]
+    if not plots:
+        return []
+    figures.mkdir(parents=True, exist_ok=True)
+    lines = [""]
+    tag = "_".join(run_dir.parts[-2:])
+    for p in plots:
+        dest = figures / f"{tag}_{p.name}"
+        shutil.copyfile(p, dest)
+        lines.append(f"![{p.stem}]({_relative(dest, out_dir)})")
+    return lines
+
+
+def fedtune_lora_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
+    """One heterogeneous-rank LoRA bench: every method's accuracy, bytes, latency, wall time; checks."""
+    res, cfg = summary["results"], summary["config"]
+    lines = [f"### Federated LoRA, {summary['tier']} tier: `{run_dir}`", "",
+             f"{summary['seeds']} seed(s); {cfg['num_clients']} devices with ranks {list(cfg['client_ranks'])} "
+             f"(cycled) and speeds {list(cfg['device_gflops'])} GFLOP/s; Dirichlet α = {cfg['dirichlet_alpha']}; "
+             f"{cfg['rounds']} rounds of {cfg['local_steps']} local steps × batch {cfg['batch_size']}, lr {cfg['lr']}; "
+             f"selection `{summary['selection']}`, bandwidth `{summary['bandwidth']}` over "
+             f"{cfg['total_bandwidth_hz'] / 1e6:g} MHz. Bytes are totals per run (mean over seeds), float32.",
+             "", f"Command: `{summary.get('command', '')}`", "",
+             "| method | test accuracy (mean ± std) | per seed | uplink MB / run | downlink MB / run | "
+             "round latency s | equal-bandwidth s | latency cut | wall s / run (mean, max) | rejected, dropped |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for m, r in res.items():
+        seeds = ", ".join(f"{a:.3f}" for a in r["test_acc_per_seed"])
+        lines.append(f"| {m} | {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | {seeds} | "
+                     f"{r['uplink_bytes'] / 1e6:.3f} | {r['downlink_bytes'] / 1e6:.3f} | "
+                     f"{r['round_latency_s_mean']:.3f} | {r['round_latency_equal_s_mean']:.3f} | "
+                     f"{r['latency_cut_vs_equal_pct']:.1f}% | {r['wall_s_mean']:.0f}, {r['wall_s_max']:.0f} | "
+                     f"{r['rejected']}, {r['dropped']} |")
+    checks = []
+    base, flora = res.get("homlora_min"), res.get("flora")
+    for m in ("hetlora_size", "hetlora_frobenius", "hetlora_slice"):
+        if m not in res:
+            continue
+        if base:
+            diff = res[m]["test_acc_mean"] - base["test_acc_mean"]
+            checks.append(f"- {m} accuracy {'≥' if diff >= 0 else '<'} homlora_min: {res[m]['test_acc_mean']:.4f} vs "
+                          f"{base['test_acc_mean']:.4f} ({100 * diff:+.2f} points).")
+        if flora:
+            ratio = res[m]["downlink_bytes"] / flora["downlink_bytes"]
+            checks.append(f"- {m} downlink bytes = {100 * ratio:.1f}% of flora's.")
+    if checks:
+        lines += ["", "Acceptance checks (computed from the table):", "", *checks]
+    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
 
 
 def capacity_free_bound_mean(asp_seed: int, first_seed: int, seeds: int, episodes: int) -> float:
@@ -155,30 +198,56 @@ def write_report(args: ReportArgs) -> Path:
     bench = sorted([(d, s) for d, s in summaries if "results" in s and "asp_seed" in s],
                    key=lambda item: (item[1]["asp_seed"] != 0, str(item[0])))
     speed = [(d, s) for d, s in summaries if s.get("kind") == "aigc_speed"]
+    fedtune = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_lora_bench"]
     if bench or speed:
         lines += ["## 1. AaaS scheduling (D2SAC)", ""]
     for d, s in bench:
         lines += aigc_bench_section(d, s, args.figures, out_dir)
     for d, s in speed:
         lines += aigc_speed_section(d, s)
+    if fedtune:
+        lines += ["## 2. Heterogeneous-rank federated LoRA", ""]
+    for d, s in fedtune:
+        lines += fedtune_lora_section(d, s, args.figures, out_dir)
     if args.notes.exists():
         lines += ["## Notes", "", args.notes.read_text().strip(), ""]
     if not summaries:
         lines.append("No run directories found.")
     args.out.write_text("\n".join(lines).rstrip() + "\n")
-    if args.readme is not None and args.readme.exists() and bench:
-        update_readme(args.readme, bench, args.out)
+    if args.readme is not None and args.readme.exists() and (bench or fedtune):
+        update_readme(args.readme, bench, args.out, fedtune)
     return args.out
 
 
 README_BEGIN, README_END = "<!-- results:begin (edgegen report) -->", "<!-- results:end -->"
 
 
-def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path) -> None:
-    """Replace the README's results block with one headline row per algorithm of each AaaS bench."""
+def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path,
+                  fedtune: list[tuple[Path, dict]] | None = None) -> None:
+    """Replace the README's results block with headline rows: each AaaS bench's algorithms, then each
+    federated LoRA bench's methods."""
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
         return
+    block = [README_BEGIN]
+    if bench:
+        block += _readme_aigc_rows(bench, report)
+    if fedtune:
+        block += ["", f"Heterogeneous-rank federated LoRA, from [{report.name}]({report.name}):", "",
+                  "| tier | selection | method | test accuracy (mean ± std) | uplink MB / run | downlink MB / run | "
+                  "round latency s (min-max bandwidth) | vs equal bandwidth |", "|---|---|---|---|---|---|---|---|"]
+        for _, summary in fedtune:
+            for m, r in summary["results"].items():
+                block.append(f"| {summary['tier']} | {summary['selection']} | {m} | {r['test_acc_mean']:.4f} ± "
+                             f"{r['test_acc_std']:.4f} | {r['uplink_bytes'] / 1e6:.2f} | "
+                             f"{r['downlink_bytes'] / 1e6:.2f} | {r['round_latency_s_mean']:.3f} | "
+                             f"{-r['latency_cut_vs_equal_pct']:+.1f}% |")
+    block.append(README_END)
+    head, rest = text.split(README_BEGIN, 1)
+    readme.write_text(head + "\n".join(block) + rest.split(README_END, 1)[1])
+
+
+def _readme_aigc_rows(bench: list[tuple[Path, dict]], report: Path) -> list[str]:
     rows = ["| ASP set | algorithm | return (mean ± std over seeds) | % of Prophet | crash steps / episode | "
             "train wall s / seed |", "|---|---|---|---|---|---|"]
     for _, summary in bench:
@@ -188,8 +257,5 @@ def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path) ->
             wall = f"{r['train_wall_s_mean']:.0f}" if r["env_steps"] else "—"
             rows.append(f"| {summary['asp_seed']} | {algo} | {r['return_mean']:.1f} ± {r['return_std']:.1f} | {pct} | "
                         f"{r['crash_steps_mean']:.2f} | {wall} |")
-    block = "\n".join([README_BEGIN, f"AaaS scheduling, from [{report.name}]({report.name}) "
-                       f"({bench[0][1]['seeds']} seeds, {bench[0][1]['total_env_steps']} env steps per learner):",
-                       "", *rows, README_END])
-    head, rest = text.split(README_BEGIN, 1)
-    readme.write_text(head + block + rest.split(README_END, 1)[1])
+    return [f"AaaS scheduling, from [{report.name}]({report.name}) "
+            f"({bench[0][1]['seeds']} seeds, {bench[0][1]['total_env_steps']} env steps per learner):", "", *rows]

@@ -23,7 +23,7 @@ from edgegen.runs import RunDir, current_command
 TIER_DEFAULTS: dict[str, dict] = {
     "digits": {"rounds": 30, "local_steps": 10, "batch_size": 32, "lr": 3e-2, "eval_every": 1,
                "device_gflops": (0.5, 1.0, 2.0, 4.0), "total_bandwidth_hz": 1e6},
-    "minilm": {"rounds": 12, "local_steps": 2, "batch_size": 16, "lr": 1e-3, "eval_every": 3,
+    "minilm": {"rounds": 12, "local_steps": 2, "batch_size": 16, "lr": 1e-2, "eval_every": 3,
                "device_gflops": (50.0, 100.0, 200.0, 400.0), "total_bandwidth_hz": 1e6},
 }
 TIER_METHODS = {"digits": METHODS, "minilm": tuple(m for m in METHODS if m != "full_ft")}
@@ -121,7 +121,8 @@ def run_bench(cfg: LoraBenchConfig) -> dict:
 
 def aggregate(cfg: LoraBenchConfig, results: dict) -> dict:
     """Per method: accuracy mean ± std over seeds, bytes per run (mean over seeds), mean round latency."""
-    out: dict = {"tier": cfg.tier, "seeds": cfg.seeds, "selection": cfg.selection, "bandwidth": cfg.bandwidth,
+    out: dict = {"kind": "fedtune_lora_bench", "tier": cfg.tier, "seeds": cfg.seeds, "selection": cfg.selection,
+                 "bandwidth": cfg.bandwidth,
                  "config": dataclasses.asdict(cfg.fed_config(cfg.method_list()[0], cfg.first_seed)), "results": {}}
     for m in cfg.method_list():
         runs = [results[(a, s)] for a, s in sorted(results) if a == m]
@@ -168,7 +169,7 @@ def plot_curves(cfg: LoraBenchConfig, summary: dict) -> list[Path]:
                     x_all.append(np.cumsum([r["round_latency_s"] for r in c[:n]]))
                 else:
                     x_all.append(np.array([r["step"] for r in c[:n]]))
-            keep = [i for i in range(n) if "test_acc" in curves[0][i]]
+            keep = [i for i in range(n) if np.isfinite(curves[0][i]["test_acc"])]
             x = np.mean(x_all, axis=0)[keep]
             y = np.array([[c[i]["test_acc"] for i in keep] for c in curves])
             ax.plot(x, y.mean(0), marker="o", ms=2, label=f"{m} ({summary['results'][m]['test_acc_mean']:.3f})")

@@ -486,39 +486,41 @@ def run(cfg: FedConfig, out: str | Path, quiet: bool = False, resume: bool = Tru
     cfg.validate()
     seed_everything(cfg.seed)
     task = task or load_task(cfg.tier, cfg.cache_dir)
+    ckpt, meta_path = Path(out) / "ckpt" / "state.pt", Path(out) / "ckpt" / "state.json"
+    resuming = resume and meta_path.exists() and ckpt.exists()
+    if not resuming:  # a fresh run: forget the metrics of any earlier run in this directory
+        (Path(out) / "metrics.csv").unlink(missing_ok=True)
     run_dir = RunDir(out)
-    ckpt = run_dir.ckpt / "state.pt"
-    meta_path = run_dir.ckpt / "state.json"
     devices = make_devices(cfg, task)
     state = init_state(cfg, task, devices)
     start = 0
-    if resume and meta_path.exists() and ckpt.exists():
+    if resuming:
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != CKPT_FORMAT or meta.get("config") != json.loads(json.dumps(dataclasses.asdict(cfg))):
             raise ConfigError(f"{out}: checkpoint was written by another config or format; use a new --out")
         state = torch.load(ckpt, weights_only=True)
         start = int(meta["round"])
         run_dir.truncate_metrics(start)
-    elif run_dir.metrics_path.exists():
-        run_dir.truncate_metrics(0)
     run_dir.write_config(dataclasses.asdict(cfg))
 
     base = task.make_base()
     dims = linear_dims(base, task.lora_targets)
     head_bytes = sum(v.numel() for k, v in state.items() if k.startswith("head.")) * BYTES_PER_PARAM
     full_bytes = sum(p.numel() for p in base.parameters()) * BYTES_PER_PARAM
-    wall0 = time.perf_counter()
     bar = tqdm(range(start, cfg.rounds), desc=f"{cfg.tier}/{cfg.method}/s{cfg.seed}", initial=start,
                total=cfg.rounds, disable=quiet or not os.isatty(2))
     for t in bar:
+        t0 = time.perf_counter()
         state, row = run_round(cfg, task, devices, state, t, dims, head_bytes, full_bytes)
+        row["test_acc"], row["test_loss"] = float("nan"), float("nan")  # NaN: not evaluated this round
         if (t + 1) % cfg.eval_every == 0 or t + 1 == cfg.rounds:
             row["test_acc"], row["test_loss"] = evaluate(global_model(cfg, task, state), task.test)
             bar.set_postfix(acc=f"{row['test_acc']:.3f}")
+        row["round_wall_s"] = time.perf_counter() - t0
         run_dir.log(t + 1, **row)
         _save(ckpt, meta_path, state, t + 1, cfg)
     run_dir.close()
-    summary = summarise(cfg, run_dir, devices, time.perf_counter() - wall0)
+    summary = summarise(cfg, run_dir, devices)
     run_dir.write_summary(summary, seed=cfg.seed, command=command)
     return summary
 
@@ -586,9 +588,10 @@ def _save(ckpt: Path, meta_path: Path, state: dict, round_done: int, cfg: FedCon
     os.replace(meta_tmp, meta_path)
 
 
-def summarise(cfg: FedConfig, run_dir: RunDir, devices: Devices, wall_s: float) -> dict:
+def summarise(cfg: FedConfig, run_dir: RunDir, devices: Devices) -> dict:
+    """The run's summary.json; ``wall_s`` sums the rounds' wall times (a resumed run counts every round once)."""
     rows = run_dir.read_metrics()
-    evals = [r for r in rows if "test_acc" in r]
+    evals = [r for r in rows if np.isfinite(r["test_acc"])]
     return {
         "tier": cfg.tier, "method": cfg.method,
         "test_acc": evals[-1]["test_acc"], "test_loss": evals[-1]["test_loss"],
@@ -598,5 +601,5 @@ def summarise(cfg: FedConfig, run_dir: RunDir, devices: Devices, wall_s: float) 
         "round_latency_equal_s_mean": float(np.mean([r["round_latency_equal_s"] for r in rows])),
         "rounds": len(rows), "dropped": int(sum(r["dropped"] for r in rows)),
         "rejected": int(sum(r["rejected"] for r in rows)),
-        "device_ranks": devices.ranks, "wall_s": wall_s,
+        "device_ranks": devices.ranks, "wall_s": float(sum(r["round_wall_s"] for r in rows)),
     }
