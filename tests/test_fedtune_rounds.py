@@ -182,3 +182,41 @@ def test_cli_bench_smoke(tmp_path, capsys) -> None:
     assert (out / "plots" / "accuracy_vs_bytes.png").exists()
     assert main(["fedtune", "lora", "bench", "--out", str(out), "--methods", "nope"]) == 2
     assert "not a method of tier digits" in capsys.readouterr().err
+    report = tmp_path / "B.md"
+    assert main(["report", str(out), "--out", str(report), "--figures", str(tmp_path / "fig"), "--readme", "None",
+                 "--notes", str(tmp_path / "none.md")]) == 0
+    text = report.read_text()
+    assert "Federated LoRA, digits tier" in text and "| hetlora_size |" in text
+    assert "hetlora_size accuracy" in text  # the computed acceptance check against homlora_min
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tier, threshold", [("digits", 0.85), ("minilm", 0.90)])
+def test_hetlora_learns(tier, threshold, tmp_path) -> None:
+    from edgegen.fedtune.bench import LoraBenchConfig
+
+    cfg = LoraBenchConfig(tier=tier).fed_config("hetlora_size", 0)
+    assert rounds.run(cfg, tmp_path / tier, quiet=True)["test_acc"] >= threshold
+
+
+def test_peft_scale_is_one_at_every_rank(task) -> None:
+    """lora_alpha = r: the same update stored at rank 4 or zero-padded to rank 16 gives the same model."""
+    cfg = FedConfig(method="hetlora_size")
+    gen = torch.Generator().manual_seed(5)
+    B, A = torch.randn(128, 4, generator=gen) * 0.1, torch.randn(4, 64, generator=gen) * 0.1
+    B2, A2 = torch.randn(128, 4, generator=gen) * 0.1, torch.randn(4, 128, generator=gen) * 0.1
+    head = {f"head.out.{n}": p.detach() for n, p in task.make_base().out.named_parameters()}
+    small = {"lora.fc1.B": B, "lora.fc1.A": A, "lora.fc2.B": B2, "lora.fc2.A": A2, **head}
+    padded = {**head}
+    for name, (b, a) in {"fc1": (B, A), "fc2": (B2, A2)}.items():
+        padded[f"lora.{name}.B"], padded[f"lora.{name}.A"] = lora.zero_pad(b, a, 16)
+    x = task.test[0][:8]
+    m4 = rounds.client_model(cfg, task, small, 4, init_seed=0)
+    m16 = rounds.client_model(cfg, task, padded, 16, init_seed=0)
+    assert m4.fc1.scaling["default"] == m16.fc1.scaling["default"] == 1.0
+    assert torch.allclose(m4(x), m16(x), atol=1e-6)
+    base = task.make_base()  # and both equal the base with W + B @ A merged
+    with torch.no_grad():
+        base.fc1.weight.add_(B @ A)
+        base.fc2.weight.add_(B2 @ A2)
+    assert torch.allclose(m4(x), base(x), atol=1e-5)

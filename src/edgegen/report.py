@@ -119,7 +119,11 @@ def fedtune_lora_section(run_dir: Path, summary: dict, figures: Path, out_dir: P
              f"{cfg['rounds']} rounds of {cfg['local_steps']} local steps × batch {cfg['batch_size']}, lr {cfg['lr']}; "
              f"selection `{summary['selection']}`, bandwidth `{summary['bandwidth']}` over "
              f"{cfg['total_bandwidth_hz'] / 1e6:g} MHz. Bytes are totals per run (mean over seeds), float32.",
-             "", f"Command: `{summary.get('command', '')}`", "",
+             "", f"Command: `{summary.get('command', '')}`", ""]
+    if "bench_wall_s" in summary:
+        lines += [f"Bench wall time: {summary['bench_wall_s'] / 60:.1f} min with {summary['workers']} job(s) at a "
+                  "time, one CPU core each.", ""]
+    lines += [
              "| method | test accuracy (mean ± std) | per seed | uplink MB / run | downlink MB / run | "
              "round latency s | equal-bandwidth s | latency cut | wall s / run (mean, max) | rejected, dropped |",
              "|---|---|---|---|---|---|---|---|---|---|"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +112,13 @@ def run_bench(cfg: LoraBenchConfig) -> dict:
         from edgegen.fedtune.minilm import minilm_task
 
         minilm_task(cache_dir=cfg.cache_dir)  # build the activation cache once, before workers start
+    previous = cfg.out / "summary.json"  # re-running a finished bench adds its (short) time to the first run's
+    earlier_s = json.loads(previous.read_text()).get("bench_wall_s", 0.0) if previous.exists() else 0.0
+    started = time.perf_counter()
     results = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                        describe=lambda job, r: f"{job[1]} seed {job[2]}: acc {r['test_acc']:.3f}")
-    summary = {**aggregate(cfg, {(j[1], j[2]): r for j, r in results.items()}), "command": command}
+    summary = {**aggregate(cfg, {(j[1], j[2]): r for j, r in results.items()}), "command": command,
+               "bench_wall_s": earlier_s + time.perf_counter() - started, "workers": cfg.workers}
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_curves(cfg, summary)
     return summary
