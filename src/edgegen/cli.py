@@ -15,6 +15,7 @@ from edgegen.aigc.d2sac import CheckpointError, D2SACConfig
 from edgegen.aigc.speed import SpeedArgs
 from edgegen.config import ConfigError, from_dict
 from edgegen.fedtune.bench import LoraBenchConfig
+from edgegen.fedtune.kd_bench import KDBenchConfig
 from edgegen.fedtune.rounds import FedConfig
 from edgegen.report import ReportArgs
 
@@ -91,6 +92,14 @@ def fedtune_lora_bench(cfg) -> None:
     print(f"plots:   {cfg.out / 'plots'}/accuracy_vs_{{rounds,bytes,time}}.png")
 
 
+def fedtune_kd_bench(cfg) -> None:
+    from edgegen.fedtune.kd_bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplot:    {cfg.out / 'plots' / 'accuracy_per_modality.png'}")
+
+
 @dataclass(frozen=True)
 class FedConfigArgs:
     """One federated LoRA fine-tuning run."""
@@ -128,6 +137,9 @@ COMMANDS = {
         "lora": {
             "bench": (LoraBenchConfig, fedtune_lora_bench, "Heterogeneous-rank federated LoRA: every method x seeds."),
             "train": (FedConfigArgs, fedtune_lora_train, "One federated LoRA run (resumable)."),
+        },
+        "kd": {
+            "bench": (KDBenchConfig, fedtune_kd_bench, "Cross-modality KD fine-tuning vs baselines, T/λ sweep."),
         },
     },
     "report": (ReportArgs, report, "Turn run directories into BENCHMARKS.md tables and figures."),

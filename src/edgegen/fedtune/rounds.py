@@ -75,7 +75,7 @@ class FedConfig:
     """Local Adam steps per selected device and round."""
     batch_size: int = 32
     """Local mini-batch size."""
-    lr: float = 1e-2
+    lr: float = 3e-2
     """Local Adam learning rate (fresh optimiser state every round)."""
     dirichlet_alpha: float = 0.5
     """Non-IID concentration of the label split (smaller = more skewed)."""
@@ -87,7 +87,7 @@ class FedConfig:
     """Round deadline (s) for selection=deadline, against each device's latency under equal shares."""
     bandwidth: str = "minmax"
     """Bandwidth allocation: equal shares or minmax (equalise finish times by bisection)."""
-    total_bandwidth_hz: float = 10e6
+    total_bandwidth_hz: float = 1e6
     """Band shared by the round's devices (OFDMA uplink, unicast downlink)."""
     tx_power_w: float = 0.2
     """Device transmit power (23 dBm)."""
