@@ -97,6 +97,19 @@ def test_run_bytes_delay_and_summary(tmp_path) -> None:
     assert again["test_acc"] == s["test_acc"]  # seeded
 
 
+def test_frozen_encoder_does_not_move() -> None:
+    data = _tiny_data()
+    x, y = data["views"]["minilm"][0], data["y_train"]
+    for scale, moves in ((0.0, False), (1.0, True)):
+        torch.manual_seed(0)
+        cfg = D.KDConfig(method="kd", encoder_lr_scale=scale, local_steps=2)
+        model = D.DeviceModel(8, 8, 4, 3)
+        enc0, shared0 = model.encoder.weight.clone(), model.shared[0].weight.clone()
+        D.local_round(cfg, model, D.make_optimizer(cfg, model), x, y, torch.Generator().manual_seed(0))
+        assert (not torch.equal(model.encoder.weight, enc0)) == moves
+        assert not torch.equal(model.shared[0].weight, shared0)
+
+
 def test_config_errors() -> None:
     with pytest.raises(ConfigError, match="method"):
         D.KDConfig(method="fedmd").validate()
@@ -115,7 +128,7 @@ def test_kd_bench_acceptance(tmp_path) -> None:
     """The default bench with one seed and no sweep: KD beats local-only on every modality."""
     out = tmp_path / "kd"
     assert main(["fedtune", "kd", "bench", "--out", str(out), "--seeds", "1", "--sweep-temperatures",
-                 "--quiet"]) == 0
+                 "--no-frozen-encoder-ablation", "--quiet"]) == 0
     res = json.loads((out / "summary.json").read_text())["results"]
     for m in ("minilm", "tfidf"):
         assert res["kd"]["per_modality_acc"][m] > res["local_only"]["per_modality_acc"][m]

@@ -202,9 +202,10 @@ def fedtune_kd_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
              "|---|---|---|---|" + "---|" * len(mods) + "---|---|---|---|---|"]
     rows = [(m, summary["temperature"], summary["lam"], r) for m, r in res.items()]
     rows += [(n, r["temperature"], r["lam"], r) for n, r in summary["sweep"].items()]
+    rows += [(n, summary["temperature"], summary["lam"], r) for n, r in summary.get("frozen_encoders", {}).items()]
     for name, t, lam, r in rows:
         local = ", ".join(f"{r['local_path_acc'][m]:.3f}" for m in mods) if "local_path_acc" in r else "—"
-        kd_params = name.startswith("kd")
+        kd_params = name.startswith("kd")  # T and λ only matter to the KD runs
         lines.append(f"| {name} | {t:g} | {lam:g} | " if kd_params else f"| {name} | — | — | ")
         lines[-1] += (f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | "
                       + " | ".join(f"{r['per_modality_acc'][m]:.4f} ± {r['per_modality_acc_std'][m]:.4f}" for m in mods)
@@ -219,6 +220,12 @@ def fedtune_kd_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
     if kd and shared:
         a, b = kd["test_acc_mean"], shared["test_acc_mean"]
         checks.append(f"- kd vs shared_no_kd on average: {a:.4f} vs {b:.4f} ({'beats' if a > b else 'does not beat'}).")
+    frozen = summary.get("frozen_encoders", {})
+    if "kd_frozen_enc" in frozen and "local_only_frozen_enc" in frozen and "shared_no_kd_frozen_enc" in frozen:
+        a, b, c = (frozen[n]["test_acc_mean"] for n in ("kd_frozen_enc", "local_only_frozen_enc",
+                                                        "shared_no_kd_frozen_enc"))
+        checks.append(f"- with frozen encoders (`*_frozen_enc` rows): kd {a:.4f}, local_only {b:.4f}, "
+                      f"shared_no_kd {c:.4f}.")
     if kd:
         checks.append(f"- two-way delay, min-max allocation / equal split: {kd['delay_ratio_vs_equal']:.3f}.")
     if checks:

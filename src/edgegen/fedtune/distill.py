@@ -228,6 +228,8 @@ class KDConfig:
     """Local mini-batch size."""
     lr: float = 3e-3
     """Local Adam learning rate (optimiser state kept on the device across rounds)."""
+    encoder_lr_scale: float = 1.0
+    """Encoder learning rate = lr × this (0 freezes the encoders at their aligned initialisation)."""
     temperature: float = 2.0
     """KD temperature T."""
     lam: float = 1.0
@@ -265,6 +267,7 @@ class KDConfig:
         check_range("local_steps", self.local_steps, 1, 100_000)
         check_range("batch_size", self.batch_size, 1, 100_000)
         check_range("lr", self.lr, 1e-8, 10.0)
+        check_range("encoder_lr_scale", self.encoder_lr_scale, 0.0, 1e3)
         check_range("temperature", self.temperature, 1e-3, 1e3)
         check_range("lam", self.lam, 0.0, 1e3)
         check_range("shared_task_weight", self.shared_task_weight, 0.0, 1e3)
@@ -278,6 +281,13 @@ class KDConfig:
 
 
 # --------------------------------------------------------------------------- the protocol
+
+
+def make_optimizer(cfg: KDConfig, model: DeviceModel) -> torch.optim.Optimizer:
+    """Adam at ``lr``, the encoder at ``lr × encoder_lr_scale`` (kept on the device across rounds)."""
+    enc = list(model.encoder.parameters())
+    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    return torch.optim.Adam([{"params": rest}, {"params": enc, "lr": cfg.lr * cfg.encoder_lr_scale}], lr=cfg.lr)
 
 
 def local_round(cfg: KDConfig, model: DeviceModel, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -371,7 +381,7 @@ def run(cfg: KDConfig, out: str | Path, quiet: bool = False, data=None, command:
             shared_init = module_state(m, "shared.")
         m.load_state_dict(shared_init, strict=False)  # one global shared module to start from
         models.append(m)
-        opts.append(torch.optim.Adam(m.parameters(), lr=cfg.lr))
+        opts.append(make_optimizer(cfg, m))
     gens = [torch.Generator().manual_seed(derive_seed(cfg.seed, "batches", k)) for k in range(n)]
     sizes = [len(s) for s in shards]
     keys = payload_keys(cfg, models[0])

@@ -38,6 +38,8 @@ class KDBenchConfig:
     """KD temperatures of the sweep (empty: no sweep)."""
     sweep_lams: tuple[float, ...] = (0.5, 1.0, 2.0)
     """λ values of the sweep."""
+    frozen_encoder_ablation: bool = True
+    """Also run every method with the encoders frozen at their aligned initialisation (encoder_lr_scale 0)."""
     rounds: int = 30
     """Federated rounds."""
     cache_dir: str = "runs/cache"
@@ -59,17 +61,21 @@ class KDBenchConfig:
             self.kd_config(name, self.first_seed).validate()
         return self
 
-    def jobs_by_name(self) -> dict[str, tuple[str, float, float]]:
-        """Run name → (method, T, λ): the methods at (temperature, lam), then every sweep point of KD."""
-        named = {m: (m, self.temperature, self.lam) for m in self.methods}
+    def jobs_by_name(self) -> dict[str, tuple[str, float, float, float]]:
+        """Run name → (method, T, λ, encoder lr scale): the methods at (temperature, lam), every sweep point
+        of KD, then (ablation) every method with frozen encoders as ``<method>_frozen_enc``."""
+        named = {m: (m, self.temperature, self.lam, 1.0) for m in self.methods}
         for t in self.sweep_temperatures:
             for lam in self.sweep_lams:
-                named[sweep_name(t, lam)] = ("kd", t, lam)
+                named[sweep_name(t, lam)] = ("kd", t, lam, 1.0)
+        if self.frozen_encoder_ablation:
+            named.update({f"{m}_frozen_enc": (m, self.temperature, self.lam, 0.0) for m in self.methods})
         return named
 
     def kd_config(self, name: str, seed: int) -> KDConfig:
-        method, t, lam = self.jobs_by_name()[name]
-        return KDConfig(method=method, seed=seed, temperature=t, lam=lam, rounds=self.rounds, cache_dir=self.cache_dir)
+        method, t, lam, enc = self.jobs_by_name()[name]
+        return KDConfig(method=method, seed=seed, temperature=t, lam=lam, encoder_lr_scale=enc, rounds=self.rounds,
+                        cache_dir=self.cache_dir)
 
 
 def sweep_name(temperature: float, lam: float) -> str:
@@ -99,7 +105,9 @@ def run_bench(cfg: KDBenchConfig) -> dict:
                "config": dataclasses.asdict(cfg.kd_config(cfg.methods[0], cfg.first_seed)),
                "results": {m: aggregate_runs([by_name[(m, s)] for s in seeds]) for m in cfg.methods},
                "sweep": {n: {"temperature": t, "lam": lam, **aggregate_runs([by_name[(n, s)] for s in seeds])}
-                         for n, (_, t, lam) in cfg.jobs_by_name().items() if n not in cfg.methods},
+                         for n, (_, t, lam, enc) in cfg.jobs_by_name().items() if n not in cfg.methods and enc > 0},
+               "frozen_encoders": {n: aggregate_runs([by_name[(n, s)] for s in seeds])
+                                   for n, (_, _, _, enc) in cfg.jobs_by_name().items() if enc == 0},
                "command": command, "bench_wall_s": time.perf_counter() - started, "workers": cfg.workers}
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_per_modality(cfg, summary)
@@ -155,7 +163,7 @@ def format_table(summary: dict) -> str:
     mods = list(next(iter(summary["results"].values()))["per_modality_acc"])
     rows = ["| run | test accuracy (mean ± std) | " + " | ".join(mods) + " | bytes / round | round delay s | "
             "equal split s | ratio |", "|---|---|" + "---|" * len(mods) + "---|---|---|---|"]
-    for name, r in {**summary["results"], **summary["sweep"]}.items():
+    for name, r in {**summary["results"], **summary["sweep"], **summary.get("frozen_encoders", {})}.items():
         rows.append(f"| {name} | {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} | "
                     + " | ".join(f"{r['per_modality_acc'][m]:.4f}" for m in mods)
                     + f" | {r['bytes_per_round'] / 1e6:.2f} MB | {r['round_delay_s_mean']:.2f} | "
