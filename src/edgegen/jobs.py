@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -40,3 +42,10 @@ def run_jobs(fn: Callable[..., dict], jobs: Sequence[tuple], workers: int = 1, r
             for job in jobs:
                 done(job, fn(*job))
     return results
+
+
+def earlier_wall_s(bench_dir: Path) -> float:
+    """``bench_wall_s`` of the bench's previous summary.json (0 if none): a re-run of a finished bench skips its
+    jobs, so its own wall time is added to the first run's rather than replacing it."""
+    path = Path(bench_dir) / "summary.json"
+    return float(json.loads(path.read_text()).get("bench_wall_s", 0.0)) if path.exists() else 0.0

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgegen.config import ConfigError, check_range
 from edgegen.fedtune.rounds import METHODS, FedConfig, run
-from edgegen.jobs import run_jobs
+from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command
 
 # Per-tier defaults, chosen so a tier's whole bench fits the CPU budget (see BENCHMARKS.md for wall times).
@@ -112,8 +112,7 @@ def run_bench(cfg: LoraBenchConfig) -> dict:
         from edgegen.fedtune.minilm import minilm_task
 
         minilm_task(cache_dir=cfg.cache_dir)  # build the activation cache once, before workers start
-    previous = cfg.out / "summary.json"  # re-running a finished bench adds its (short) time to the first run's
-    earlier_s = json.loads(previous.read_text()).get("bench_wall_s", 0.0) if previous.exists() else 0.0
+    earlier_s = earlier_wall_s(cfg.out)
     started = time.perf_counter()
     results = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                        describe=lambda job, r: f"{job[1]} seed {job[2]}: acc {r['test_acc']:.3f}")

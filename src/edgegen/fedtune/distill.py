@@ -343,15 +343,16 @@ def accuracy(model: DeviceModel, x: torch.Tensor, y: torch.Tensor, path: str) ->
     return float(((z_local if path == "local" else z_shared).argmax(1) == y).float().mean())
 
 
-def round_delays(cfg: KDConfig, payload_bits: float, compute_s: np.ndarray, distance_m: np.ndarray,
+def round_delays(cfg: KDConfig, payload_bits: np.ndarray, compute_s: np.ndarray, distance_m: np.ndarray,
                  round_idx: int) -> tuple[float, float]:
-    """(configured, equal-split) two-way delay of a round in s: max_k T_up + T_comp + T_down."""
+    """(configured, equal-split) two-way delay of a round in s: max_k T_up + T_comp + T_down, where device k
+    sends and receives ``payload_bits[k]``."""
     n = len(compute_s)
-    if payload_bits == 0:
+    if not np.any(payload_bits):
         return float(compute_s.max()), float(compute_s.max())
     gains = np.asarray(wl.channel_gain(distance_m / 1000.0, np.random.default_rng(
         derive_seed(cfg.seed, "channel", round_idx))), dtype=float)
-    args = (np.full(n, payload_bits), np.full(n, payload_bits), compute_s)
+    args = (payload_bits, payload_bits, compute_s)
     radio = (cfg.total_bandwidth_hz, cfg.tx_power_w, gains)
     equal = allocation.round_latency_s(*args, allocation.equal_bandwidth(n), *radio)
     if cfg.bandwidth == "equal":
@@ -400,7 +401,7 @@ def run(cfg: KDConfig, out: str | Path, quiet: bool = False, data=None, command:
         losses = [local_round(cfg, models[k], opts[k], views[modality_of[k]][0][shards[k]], y_train[shards[k]],
                               gens[k]) for k in range(n)]
         aggregate_round(cfg, models, modality_of, sizes)
-        delay, delay_equal = round_delays(cfg, 8.0 * max(per_device_bytes), compute_s, distance, t)
+        delay, delay_equal = round_delays(cfg, 8.0 * np.array(per_device_bytes, dtype=float), compute_s, distance, t)
         row = {"train_loss": float(np.mean(losses)), "bytes_per_round": 2 * sum(per_device_bytes),
                "round_delay_s": delay, "round_delay_equal_s": delay_equal}
         for mod in cfg.modalities:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgegen.config import ConfigError, check_range
 from edgegen.fedtune.distill import KD_METHODS, KDConfig, minilm_sentence_embeddings, run
-from edgegen.jobs import run_jobs
+from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command
 
 
@@ -97,6 +97,7 @@ def run_bench(cfg: KDBenchConfig) -> dict:
     command = current_command()
     seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
     jobs = [(cfg, name, s, command) for name in cfg.jobs_by_name() for s in seeds]
+    earlier_s = earlier_wall_s(cfg.out)
     started = time.perf_counter()
     results = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                        describe=lambda job, r: f"{job[1]} seed {job[2]}: acc {r['test_acc']:.3f}")
@@ -108,7 +109,7 @@ def run_bench(cfg: KDBenchConfig) -> dict:
                          for n, (_, t, lam, enc) in cfg.jobs_by_name().items() if n not in cfg.methods and enc > 0},
                "frozen_encoders": {n: aggregate_runs([by_name[(n, s)] for s in seeds])
                                    for n, (_, _, _, enc) in cfg.jobs_by_name().items() if enc == 0},
-               "command": command, "bench_wall_s": time.perf_counter() - started, "workers": cfg.workers}
+               "command": command, "bench_wall_s": earlier_s + time.perf_counter() - started, "workers": cfg.workers}
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_per_modality(cfg, summary)
     return summary
