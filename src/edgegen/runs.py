@@ -112,3 +112,15 @@ class RunDir:
 
 def _fmt(v):
     return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure as a PNG (tight layout, 120 dpi), creating its folder, and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

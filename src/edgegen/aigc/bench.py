@@ -24,7 +24,7 @@ from edgegen.aigc.heuristics import HEURISTICS
 from edgegen.aigc.sb3 import SB3_ALGOS
 from edgegen.config import ConfigError, check_range
 from edgegen.jobs import run_jobs
-from edgegen.runs import RunDir, current_command
+from edgegen.runs import RunDir, current_command, save_figure
 from edgegen.seeding import derive_seed
 
 ALGOS = ("random", "round_robin", "crash_avoid", "prophet", "d2sac", "sac_discrete") + SB3_ALGOS
@@ -189,12 +189,7 @@ def plot_curves(cfg: BenchConfig, summary: dict) -> list[Path]:
         ax.set_title(f"AaaS-v0 (asp_seed={cfg.asp_seed}), mean over {cfg.seeds} seed(s), band = min..max")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
-        path = cfg.out / "plots" / name
-        path.parent.mkdir(exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, cfg.out / "plots" / name))
     return paths
 
 

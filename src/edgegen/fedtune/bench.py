@@ -17,7 +17,7 @@ import numpy as np
 from edgegen.config import ConfigError, check_range
 from edgegen.fedtune.rounds import METHODS, FedConfig, run
 from edgegen.jobs import earlier_wall_s, run_jobs
-from edgegen.runs import RunDir, current_command
+from edgegen.runs import RunDir, current_command, save_figure
 
 # Per-tier defaults, chosen so a tier's whole bench fits the CPU budget (see BENCHMARKS.md for wall times).
 # Device speeds: the digits MLP runs on microcontroller-class devices; MiniLM on phone-class devices.
@@ -184,12 +184,7 @@ def plot_curves(cfg: LoraBenchConfig, summary: dict) -> list[Path]:
         ax.set_title(f"fedtune LoRA, {cfg.tier} tier, mean over {cfg.seeds} seed(s)")
         ax.legend(fontsize=7, loc="lower right")
         ax.grid(alpha=0.3)
-        path = cfg.out / "plots" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, cfg.out / "plots" / name))
     return paths
 
 

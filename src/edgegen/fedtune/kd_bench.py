@@ -15,7 +15,7 @@ import numpy as np
 from edgegen.config import ConfigError, check_range
 from edgegen.fedtune.distill import KD_METHODS, KDConfig, minilm_sentence_embeddings, run
 from edgegen.jobs import earlier_wall_s, run_jobs
-from edgegen.runs import RunDir, current_command
+from edgegen.runs import RunDir, current_command, save_figure
 
 
 @dataclass(frozen=True)
@@ -152,12 +152,7 @@ def plot_per_modality(cfg: KDBenchConfig, summary: dict) -> list[Path]:
         ax.set_ylabel("test accuracy, mean over the modality's devices")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    path = cfg.out / "plots" / "accuracy_per_modality.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, cfg.out / "plots" / "accuracy_per_modality.png")]
 
 
 def format_table(summary: dict) -> str:
