@@ -36,7 +36,8 @@ bench: install
 	$(MAKE) bench-fedtune
 
 # Federated fine-tuning: LoRA on both tiers (every method, 3 seeds) + device selection on digits (issue 3),
-# then KD across modalities with its T x λ sweep (issue 4). About 45 min on 2 cores.
+# then KD across modalities with its T x λ sweep (issue 4), then unlearning on digits (issue 5, part).
+# About 40 min on 2 cores.
 bench-fedtune: install
 	$(BIN)/edgegen fedtune lora bench --tier digits --out runs/fedtune-lora-digits --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen fedtune lora bench --tier digits --out runs/fedtune-lora-digits-random --methods hetlora_size \
@@ -45,6 +46,7 @@ bench-fedtune: install
 		--selection deadline --deadline-s 0.25 --clients-per-round 5 --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen fedtune lora bench --tier minilm --out runs/fedtune-lora-minilm --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen fedtune kd bench --out runs/fedtune-kd --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen fedtune unlearn bench --tier digits --out runs/fedtune-unlearn-digits --seeds 3 --quiet
 	$(BIN)/edgegen report runs --out BENCHMARKS.md
 
 report: install

@@ -17,6 +17,7 @@ from edgegen.config import ConfigError, from_dict
 from edgegen.fedtune.bench import LoraBenchConfig
 from edgegen.fedtune.kd_bench import KDBenchConfig
 from edgegen.fedtune.rounds import FedConfig
+from edgegen.fedtune.unlearn_bench import UnlearnBenchConfig
 from edgegen.report import ReportArgs
 
 
@@ -100,6 +101,14 @@ def fedtune_kd_bench(cfg) -> None:
     print(f"\nsummary: {cfg.out / 'summary.json'}\nplot:    {cfg.out / 'plots' / 'accuracy_per_modality.png'}")
 
 
+def fedtune_unlearn_bench(cfg) -> None:
+    from edgegen.fedtune.unlearn_bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplot:    {cfg.out / 'plots' / 'dp_noise_sweep.png'}")
+
+
 @dataclass(frozen=True)
 class FedConfigArgs:
     """One federated LoRA fine-tuning run."""
@@ -140,6 +149,10 @@ COMMANDS = {
         },
         "kd": {
             "bench": (KDBenchConfig, fedtune_kd_bench, "Cross-modality KD fine-tuning vs baselines, T/λ sweep."),
+        },
+        "unlearn": {
+            "bench": (UnlearnBenchConfig, fedtune_unlearn_bench,
+                      "Unlearning a backdoored device: projection, FedOSD, ascent, DP vs retraining."),
         },
     },
     "report": (ReportArgs, report, "Turn run directories into BENCHMARKS.md tables and figures."),

@@ -233,6 +233,33 @@ def fedtune_kd_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
     return lines + _copy_plots(run_dir, figures, out_dir) + [""]
 
 
+def fedtune_unlearn_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
+    """The unlearning bench table (from the bench's own formatter) and the acceptance gaps to retraining."""
+    from edgegen.fedtune.unlearn_bench import format_table
+
+    res = summary["results"]
+    lines = [f"### Federated unlearning, {summary['tier']} tier: `{run_dir}`", "",
+             f"{summary['seeds']} seed(s), mean ± std. Command: `{summary.get('command', '')}`", "",
+             f"Bench wall time: {summary['bench_wall_s'] / 60:.1f} min with {summary['workers']} job(s) at a time.",
+             "", format_table(summary)]
+    ref = res.get("retrain")
+    checks = []
+    for m in ("paper_projection", "fedosd", "gradient_ascent"):
+        if ref is None or m not in res:
+            continue
+        r = res[m]
+        gap = {k: r[k] - ref[k] for k in ("backdoor_asr", "forget_acc", "mia_auc", "remaining_acc", "test_acc")}
+        checks.append(
+            f"- {m} − retrain: backdoor ASR {100 * gap['backdoor_asr']:+.1f} points, forget accuracy "
+            f"{100 * gap['forget_acc']:+.1f} points, MIA AUC {gap['mia_auc']:+.3f}, remaining accuracy "
+            f"{100 * gap['remaining_acc']:+.1f} points, test accuracy {100 * gap['test_acc']:+.1f} points; cost vs "
+            f"retraining: {1 / r['bytes_ratio_vs_retrain']:.1f}× fewer bytes, "
+            f"{1 / r['wall_ratio_vs_retrain']:.1f}× less wall time.")
+    if checks:
+        lines += ["", "Gaps to retraining from scratch (computed from the table):", "", *checks]
+    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
+
+
 def _relative(path: Path, start: Path) -> str:
     try:
         return str(path.resolve().relative_to(start.resolve()))
@@ -252,6 +279,7 @@ def write_report(args: ReportArgs) -> Path:
     speed = [(d, s) for d, s in summaries if s.get("kind") == "aigc_speed"]
     fedtune = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_lora_bench"]
     kd = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_kd_bench"]
+    unlearn = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_unlearn_bench"]
     if bench or speed:
         lines += ["## 1. AaaS scheduling (D2SAC)", ""]
     for d, s in bench:
@@ -266,6 +294,10 @@ def write_report(args: ReportArgs) -> Path:
         lines += ["## 3. Knowledge-distillation federated fine-tuning across modalities", ""]
     for d, s in kd:
         lines += fedtune_kd_section(d, s, args.figures, out_dir)
+    if unlearn:
+        lines += ["## 4. Federated unlearning", ""]
+    for d, s in unlearn:
+        lines += fedtune_unlearn_section(d, s, args.figures, out_dir)
     if args.notes.exists():
         lines += ["## Notes", "", args.notes.read_text().strip(), ""]
     if not summaries:
