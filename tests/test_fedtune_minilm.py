@@ -61,13 +61,13 @@ def test_bbc_docs_sorted_and_complete(docs) -> None:
 
 def test_split_is_stratified_and_deterministic(docs) -> None:
     _, labels, _ = docs
-    tr, te = M._split(labels, 0)
+    tr, te = M.bbc_split(labels, 0)
     assert len(te) == 445 and len(tr) == 1780 and len(np.intersect1d(tr, te)) == 0
     assert np.array_equal(np.sort(np.concatenate([tr, te])), np.arange(2225))
     assert np.abs(np.bincount(labels[te]) - 0.2 * np.bincount(labels)).max() <= 1
-    tr2, te2 = M._split(labels, 0)
+    tr2, te2 = M.bbc_split(labels, 0)
     assert np.array_equal(te, te2)
-    assert not np.array_equal(te, M._split(labels, 1)[1])
+    assert not np.array_equal(te, M.bbc_split(labels, 1)[1])
 
 
 def test_missing_corpus_package_names_the_install(monkeypatch) -> None:

@@ -134,10 +134,10 @@ def bbc_modalities(cache_dir: str = "runs/cache", tfidf_features: int = 2000, pu
     from sklearn.linear_model import Ridge
     from sklearn.model_selection import train_test_split
 
-    from edgegen.fedtune.minilm import _split, bbc_docs
+    from edgegen.fedtune.minilm import bbc_docs, bbc_split
 
     texts, labels, _ = bbc_docs()
-    train_idx, test_idx = _split(labels, 0)
+    train_idx, test_idx = bbc_split(labels, 0)
     emb_train, emb_test = minilm_sentence_embeddings(cache_dir)
     mu, sd = emb_train.mean(0), emb_train.std(0).clamp_min(1e-6)
     emb_train, emb_test = (emb_train - mu) / sd, (emb_test - mu) / sd

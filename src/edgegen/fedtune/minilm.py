@@ -53,6 +53,7 @@ __all__ = [
     "MINILM_LAYERS",
     "MiniLMTop",
     "bbc_docs",
+    "bbc_split",
     "build_cache",
     "cache_path",
     "encode_lower",
@@ -101,7 +102,8 @@ def bbc_docs() -> tuple[list[str], np.ndarray, list[str]]:
     return texts, np.array(labels, dtype=np.int64), classes
 
 
-def _split(labels: np.ndarray, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+def bbc_split(labels: np.ndarray, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) article indices: 20% test, stratified, ``random_state=split_seed``."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
@@ -294,7 +296,7 @@ def build_cache(texts: list[str], labels: np.ndarray, path: str | os.PathLike, m
             warnings.warn(f"cannot read cache {path} ({e!r}): rebuilding", stacklevel=2)
     if model is None or tokenizer is None:
         tokenizer, model = load_minilm()
-    train_idx, test_idx = _split(np.asarray(labels), split_seed)
+    train_idx, test_idx = bbc_split(np.asarray(labels), split_seed)
     prev = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DIGITS_HIDDEN", "Task", "dirichlet_split", "digits_task", "linear_dims", "load_task"]
+__all__ = ["DIGITS_HIDDEN", "Task", "digits_split", "digits_task", "dirichlet_split", "linear_dims", "load_task"]
 
 
 @dataclass
@@ -101,7 +101,8 @@ class DigitsMLP(nn.Module):
         return self.out(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
 
 
-def _digits_split(split_seed: int = 0):
+def digits_split(split_seed: int = 0):
+    """(public, private, test) splits of sklearn digits as (x, y) pairs; see :func:`digits_task`."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -141,7 +142,7 @@ def digits_task() -> Task:
     The pre-trained output layer is replaced by a new 10-class head (``out``), trained fully on every device
     and averaged by data size; LoRA adapts the two hidden layers ``fc1`` and ``fc2``.
     """
-    (x_pub, y_pub), (x_priv, y_priv), (x_test, y_test) = _digits_split()
+    (x_pub, y_pub), (x_priv, y_priv), (x_test, y_test) = digits_split()
     keep = np.isin(y_pub, DIGITS_PUBLIC_CLASSES)
     base = pretrain_digits(x_pub[keep], y_pub[keep])
     gen = torch.Generator().manual_seed(1)

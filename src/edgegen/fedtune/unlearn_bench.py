@@ -1,7 +1,7 @@
 """`edgegen fedtune unlearn bench`: federated unlearning of a backdoored device on the digits tier.
 
 Experiment (one job per seed; every method starts from the same ``original`` model)
-    Data: sklearn digits, the private pool of :func:`edgegen.fedtune.tasks._digits_split` split over
+    Data: sklearn digits, the private pool of :func:`edgegen.fedtune.tasks.digits_split` split over
     ``num_devices`` devices by Dirichlet(α) (:func:`dirichlet_split`), the test split for test. Device 0 is the
     opting-out (forget) device: a fraction ``backdoor_fraction`` of its samples carry a 2×2 patch of maximal
     intensity (1.0 after the /16 scaling) in the bottom-right corner of the 8×8 image and are relabelled to
@@ -62,7 +62,7 @@ from torch import nn
 
 from edgegen.config import ConfigError, check_range
 from edgegen.fedtune import unlearn as ul
-from edgegen.fedtune.tasks import DigitsMLP, _digits_split, dirichlet_split
+from edgegen.fedtune.tasks import DigitsMLP, digits_split, dirichlet_split
 from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command, save_figure
 from edgegen.seeding import derive_seed, seed_everything
@@ -173,7 +173,7 @@ class Devices:
 
 
 def make_devices(cfg: UnlearnBenchConfig, seed: int) -> Devices:
-    _, (x_priv, y_priv), (x_test, y_test) = _digits_split()
+    _, (x_priv, y_priv), (x_test, y_test) = digits_split()
     parts = dirichlet_split(y_priv, cfg.num_devices, cfg.dirichlet_alpha,
                             np.random.default_rng(derive_seed(seed, "split")))
     xs, ys = [x_priv[p].copy() for p in parts], [y_priv[p].astype(np.int64) for p in parts]
