@@ -201,10 +201,6 @@ def average(states: list[dict[str, torch.Tensor]], sizes: list[int]) -> dict[str
     return {k: sum(float(wi) * s[k] for wi, s in zip(w, states, strict=True)) for k in states[0]}
 
 
-def state_bytes(state: dict[str, torch.Tensor]) -> int:
-    return sum(v.numel() for v in state.values()) * BYTES_PER_PARAM
-
-
 # --------------------------------------------------------------------------- config
 
 

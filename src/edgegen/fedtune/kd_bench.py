@@ -67,7 +67,8 @@ class KDBenchConfig:
         named = {m: (m, self.temperature, self.lam, 1.0) for m in self.methods}
         for t in self.sweep_temperatures:
             for lam in self.sweep_lams:
-                named[sweep_name(t, lam)] = ("kd", t, lam, 1.0)
+                if not ("kd" in self.methods and (t, lam) == (self.temperature, self.lam)):  # that one is `kd`
+                    named[sweep_name(t, lam)] = ("kd", t, lam, 1.0)
         if self.frozen_encoder_ablation:
             named.update({f"{m}_frozen_enc": (m, self.temperature, self.lam, 0.0) for m in self.methods})
         return named
@@ -110,6 +111,10 @@ def run_bench(cfg: KDBenchConfig) -> dict:
                "frozen_encoders": {n: aggregate_runs([by_name[(n, s)] for s in seeds])
                                    for n, (_, _, _, enc) in cfg.jobs_by_name().items() if enc == 0},
                "command": command, "bench_wall_s": earlier_s + time.perf_counter() - started, "workers": cfg.workers}
+    if "kd" in cfg.methods and cfg.temperature in cfg.sweep_temperatures and cfg.lam in cfg.sweep_lams:
+        point = {"temperature": cfg.temperature, "lam": cfg.lam, **summary["results"]["kd"]}
+        summary["sweep"] = dict(sorted({**summary["sweep"], sweep_name(cfg.temperature, cfg.lam): point}.items(),
+                                       key=lambda item: (item[1]["temperature"], item[1]["lam"])))
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_per_modality(cfg, summary)
     return summary

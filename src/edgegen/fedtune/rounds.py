@@ -203,7 +203,7 @@ def _head_params(model: nn.Module, task: Task) -> dict[str, torch.Tensor]:
     return {f"head.{m}.{n}": p.detach().clone() for m in task.head_modules for n, p in modules[m].named_parameters()}
 
 
-def global_delta(cfg: FedConfig, task: Task, state: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+def global_delta(cfg: FedConfig, state: dict[str, torch.Tensor], name: str) -> torch.Tensor:
     """The global dense update ΔW of one LoRA layer (B̄Ā for zero-pad methods)."""
     if cfg.method in ZERO_PAD_METHODS:
         return state[f"lora.{name}.B"] @ state[f"lora.{name}.A"]
@@ -221,7 +221,7 @@ def global_model(cfg: FedConfig, task: Task, state: dict[str, torch.Tensor]) -> 
                 p.copy_(state[f"full.{n}"])
         else:
             for name in task.lora_targets:
-                modules[name].weight.add_(global_delta(cfg, task, state, name))
+                modules[name].weight.add_(global_delta(cfg, state, name))
             _load_head(model, task, state)
     return model.eval()
 
@@ -264,7 +264,7 @@ def client_payload(cfg: FedConfig, task: Task, state: dict[str, torch.Tensor], r
     return out
 
 
-def downlink_bytes(cfg: FedConfig, task: Task, dims: list[tuple[int, int]], rank: int, round_ranks: list[int],
+def downlink_bytes(cfg: FedConfig, dims: list[tuple[int, int]], rank: int, round_ranks: list[int],
                    head_bytes: int, full_bytes: int) -> int:
     """Exact bytes the server sends one device this round."""
     if cfg.method == "full_ft":
@@ -532,7 +532,7 @@ def run_round(cfg: FedConfig, task: Task, devices: Devices, state: dict[str, tor
     gains = channel_gains(cfg, devices, t)
     all_ranks = [devices.ranks[k] for k in range(n) if devices.eligible[k]]
     up_bits = np.array([8 * uplink_bytes(cfg, dims, r, head_bytes, full_bytes) for r in devices.ranks], float)
-    down_bits = np.array([8 * downlink_bytes(cfg, task, dims, r, all_ranks, head_bytes, full_bytes)
+    down_bits = np.array([8 * downlink_bytes(cfg, dims, r, all_ranks, head_bytes, full_bytes)
                           for r in devices.ranks], float)
     samples = np.array([min(cfg.batch_size, len(s)) * cfg.local_steps for s in devices.shards], float)
     compute_s = samples * task.train_flops_per_sample / (devices.gflops * 1e9)
@@ -542,7 +542,7 @@ def run_round(cfg: FedConfig, task: Task, devices: Devices, state: dict[str, tor
 
     # Downlink bytes are exact for the chosen set (FLoRA's stack holds the round's ranks).
     round_ranks = [devices.ranks[k] for k in chosen]
-    down_bits[chosen] = [8 * downlink_bytes(cfg, task, dims, devices.ranks[k], round_ranks, head_bytes, full_bytes)
+    down_bits[chosen] = [8 * downlink_bytes(cfg, dims, devices.ranks[k], round_ranks, head_bytes, full_bytes)
                          for k in chosen]
     faults = np.random.default_rng(derive_seed(cfg.seed, "faults", t))
     updates, dropped, rejected, losses, up_bytes = [], 0, 0, [], 0
