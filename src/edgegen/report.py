@@ -33,7 +33,8 @@ class ReportArgs:
     readme: Path | None = Path("README.md")
     """README whose block between the results markers is replaced by the headline table (None: skip)."""
     notes: Path = Path("benchmarks/notes.md")
-    """Prose appended to the report (gaps, caveats); every figure stays in the generated tables."""
+    """Prose appended to the report (gaps, caveats), followed by every benchmarks/notes/*.md (the folder named
+    like this file without its suffix); every figure stays in the generated tables."""
 
 
 def find_summaries(roots) -> list[tuple[Path, dict]]:
@@ -92,10 +93,10 @@ def aigc_bench_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
             if algo in res:
                 ours = res[algo]["return_mean"]
                 lines.append(f"| {algo} | {ours:.1f} | {ref} ± {ref_std} | {100 * (ours - ref) / abs(ref):+.1f}% |")
-    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
+    return lines + copy_plots(run_dir, figures, out_dir) + [""]
 
 
-def _copy_plots(run_dir: Path, figures: Path, out_dir: Path) -> list[str]:
+def copy_plots(run_dir: Path, figures: Path, out_dir: Path) -> list[str]:
     """Copy a bench's plots/*.png next to the report; markdown image lines for them."""
     plots = sorted((run_dir / "plots").glob("*.png")) if (run_dir / "plots").exists() else []
     if not plots:
@@ -148,7 +149,7 @@ def fedtune_lora_section(run_dir: Path, summary: dict, figures: Path, out_dir: P
             checks.append(f"- {m} downlink bytes = {100 * ratio:.1f}% of flora's.")
     if checks:
         lines += ["", "Acceptance checks (computed from the table):", "", *checks]
-    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
+    return lines + copy_plots(run_dir, figures, out_dir) + [""]
 
 
 def capacity_free_bound_mean(asp_seed: int, first_seed: int, seeds: int, episodes: int) -> float:
@@ -230,7 +231,7 @@ def fedtune_kd_section(run_dir: Path, summary: dict, figures: Path, out_dir: Pat
         checks.append(f"- two-way delay, min-max allocation / equal split: {kd['delay_ratio_vs_equal']:.3f}.")
     if checks:
         lines += ["", "Acceptance checks (computed from the table):", "", *checks]
-    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
+    return lines + copy_plots(run_dir, figures, out_dir) + [""]
 
 
 def fedtune_unlearn_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
@@ -257,7 +258,25 @@ def fedtune_unlearn_section(run_dir: Path, summary: dict, figures: Path, out_dir
             f"{1 / r['wall_ratio_vs_retrain']:.1f}× less wall time.")
     if checks:
         lines += ["", "Gaps to retraining from scratch (computed from the table):", "", *checks]
-    return lines + _copy_plots(run_dir, figures, out_dir) + [""]
+    return lines + copy_plots(run_dir, figures, out_dir) + [""]
+
+
+# Report sections after the AaaS one, in order: (summary.json "kind", heading, "module:function"). A section
+# function takes (run_dir, summary, figures_dir, report_dir) and returns markdown lines; consecutive kinds that
+# share a heading share the section. Each area registers its bench here with one line.
+SECTIONS = [
+    ("fedtune_lora_bench", "## 2. Heterogeneous-rank federated LoRA", "edgegen.report:fedtune_lora_section"),
+    ("fedtune_kd_bench", "## 3. Knowledge-distillation federated fine-tuning across modalities",
+     "edgegen.report:fedtune_kd_section"),
+    ("fedtune_unlearn_bench", "## 4. Federated unlearning", "edgegen.report:fedtune_unlearn_section"),
+]
+
+
+def _section_function(target: str):
+    import importlib
+
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _relative(path: Path, start: Path) -> str:
@@ -278,28 +297,24 @@ def write_report(args: ReportArgs) -> Path:
                    key=lambda item: (item[1]["asp_seed"] != 0, str(item[0])))
     speed = [(d, s) for d, s in summaries if s.get("kind") == "aigc_speed"]
     fedtune = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_lora_bench"]
-    kd = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_kd_bench"]
-    unlearn = [(d, s) for d, s in summaries if s.get("kind") == "fedtune_unlearn_bench"]
     if bench or speed:
         lines += ["## 1. AaaS scheduling (D2SAC)", ""]
     for d, s in bench:
         lines += aigc_bench_section(d, s, args.figures, out_dir)
     for d, s in speed:
         lines += aigc_speed_section(d, s)
-    if fedtune:
-        lines += ["## 2. Heterogeneous-rank federated LoRA", ""]
-    for d, s in fedtune:
-        lines += fedtune_lora_section(d, s, args.figures, out_dir)
-    if kd:
-        lines += ["## 3. Knowledge-distillation federated fine-tuning across modalities", ""]
-    for d, s in kd:
-        lines += fedtune_kd_section(d, s, args.figures, out_dir)
-    if unlearn:
-        lines += ["## 4. Federated unlearning", ""]
-    for d, s in unlearn:
-        lines += fedtune_unlearn_section(d, s, args.figures, out_dir)
-    if args.notes.exists():
-        lines += ["## Notes", "", args.notes.read_text().strip(), ""]
+    for kind, heading, target in SECTIONS:
+        found = [(d, s) for d, s in summaries if s.get("kind") == kind]
+        if found and heading not in lines:
+            lines += [heading, ""]
+        for d, s in found:
+            lines += _section_function(target)(d, s, args.figures, out_dir)
+    notes = [args.notes] if args.notes.is_file() else []
+    notes += sorted(args.notes.with_suffix("").glob("*.md"))  # benchmarks/notes/<area>.md, one file per area
+    if notes:
+        lines += ["## Notes", ""]
+        for path in notes:
+            lines += [path.read_text().strip(), ""]
     if not summaries:
         lines.append("No run directories found.")
     args.out.write_text("\n".join(lines).rstrip() + "\n")
