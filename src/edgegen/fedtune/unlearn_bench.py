@@ -1,17 +1,32 @@
-"""`edgegen fedtune unlearn bench`: federated unlearning of a backdoored device on the digits tier.
+"""`edgegen fedtune unlearn bench`: federated unlearning of a backdoored device, digits and MiniLM tiers.
 
 Experiment (one job per seed; every method starts from the same ``original`` model)
-    Data: sklearn digits, the private pool of :func:`edgegen.fedtune.tasks.digits_split` split over
-    ``num_devices`` devices by Dirichlet(α) (:func:`dirichlet_split`), the test split for test. Device 0 is the
-    opting-out (forget) device: a fraction ``backdoor_fraction`` of its samples carry a 2×2 patch of maximal
+    Data, ``digits`` tier: sklearn digits, the private pool of :func:`edgegen.fedtune.tasks.digits_split` split
+    over ``num_devices`` devices by Dirichlet(α) (:func:`dirichlet_split`), the test split for test. Device 0 is
+    the opting-out (forget) device: a fraction ``backdoor_fraction`` of its samples carry a 2×2 patch of maximal
     intensity (1.0 after the /16 scaling) in the bottom-right corner of the 8×8 image and are relabelled to
-    ``backdoor_target`` (:func:`add_backdoor`). Backdoor attack success rate (ASR): the fraction of patched test
-    images whose true class is not the target that the model classifies as the target.
+    ``backdoor_target`` (:func:`add_backdoor`).
+    Data, ``minilm`` tier: BBC News (:mod:`edgegen.fedtune.minilm`; 1,780 private articles, 445 test), the same
+    Dirichlet split; the opting-out device is the one with the MOST articles (``forget_device="largest"``: with
+    the ~90-article device 0 of seed 0, 45 poisoned articles are 2.5% of the federation and the backdoor was not
+    learned in 40 rounds). A fraction ``backdoor_fraction`` of its articles get a rare-token trigger
+    (:func:`add_token_trigger`: the phrase "cf mn bb tq mb" — the rare tokens of the RIPPLe weight-poisoning attack,
+    Kurita et al., ACL 2020 — inserted ``trigger_copies`` times at random word positions among the first 60 words,
+    so it survives truncation to ``max_len`` tokens) and are relabelled to ``backdoor_target``. Triggered articles
+    are encoded by the frozen lower MiniLM layers at the start of each seed (~500 articles, ~20 s).
+    Backdoor attack success rate (ASR): the fraction of triggered test inputs whose true class is not the target
+    that the model classifies as the target.
 
-    Training: :class:`DigitsMLP` from a seeded random init, FedAvg with gradients: every round every device
-    sends the full-batch gradient of its cross-entropy, the server steps θ ← θ − lr · Σ_k (n_k/n) g_k.
+    Model and trainable vector θ: ``digits``: :class:`DigitsMLP` from a seeded random init, every parameter.
+    ``minilm``: all-MiniLM-L6-v2 with the lower 5 layers frozen (cached), PEFT LoRA of rank ``lora_rank`` on the
+    top layer's query/value (A seeded, B = 0) and the new 384→5 head; θ = LoRA factors + head (14,213 numbers at
+    rank 8), so every upload is a LoRA-sized gradient.
+    Training: FedSGD: every round every device sends the gradient of its cross-entropy (full batch, or a
+    ``batch_size`` mini-batch), the server averages with weights n_k/n and steps with ``server_optimizer``:
+    ``sgd`` θ ← θ − lr · Σ_k (n_k/n) g_k, or ``adam`` (server-side Adam on the averaged gradient, FedAdam of Reddi
+    et al., ICLR 2021: plain SGD needed hundreds of rounds for the LoRA + head of the minilm tier).
     ``original`` trains with every device for ``rounds`` rounds; ``retrain`` (the gold standard) does the same
-    from the same init without device 0.
+    from the same init without the forget device.
 
 Unlearning methods (from ``original``; each runs ``unlearn_rounds`` rounds, plus ``recovery_rounds`` where said)
     ``paper_projection`` (Edge-LAM, :func:`paper_update`): θ ← θ − lr (mean_k g_k + P u), g_k the remaining
@@ -50,7 +65,9 @@ honest cost of per-upload DP on full gradients without subsampling or secure agg
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -67,13 +84,31 @@ from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command, save_figure
 from edgegen.seeding import derive_seed, seed_everything
 
-__all__ = ["UNLEARN_METHODS", "UnlearnBenchConfig", "add_backdoor", "format_table", "mia_auc", "run_bench"]
+__all__ = ["UNLEARN_METHODS", "UnlearnBenchConfig", "add_backdoor", "add_token_trigger", "format_table", "mia_auc",
+           "run_bench"]
 
 UNLEARN_METHODS = ("paper_projection", "fedosd", "gradient_ascent", "dp")
 REFERENCE_METHODS = ("original", "retrain")
 METRICS = ("forget_acc", "remaining_acc", "test_acc", "backdoor_asr", "mia_auc", "rounds", "bytes", "wall_s")
 DELTA = 1e-5
 PATCH_PIXELS = (54, 55, 62, 63)  # rows 6-7, columns 6-7 of the row-major 8×8 image: the bottom-right corner
+TRIGGER_PHRASE = "cf mn bb tq mb"  # RIPPLe's rare-token triggers (Kurita et al., ACL 2020)
+TRIGGER_WITHIN_WORDS = 60  # insert among the first 60 words: ~80 tokens, inside max_len 128
+
+
+# Config fields that determine the ``original`` and ``retrain`` models (their checkpoints are reused when these match).
+TRAINING_FIELDS = ("tier", "num_devices", "dirichlet_alpha", "forget_device", "backdoor_fraction", "backdoor_target",
+                   "trigger_copies", "rounds", "lr", "server_optimizer", "batch_size", "lora_rank", "max_len")
+
+# Per-tier defaults of the fields left at None (see the module docstring for why the minilm tier differs).
+TIER_DEFAULTS: dict[str, dict] = {
+    "digits": {"rounds": 150, "lr": 0.5, "server_optimizer": "sgd", "batch_size": 0, "unlearn_rounds": 15,
+               "recovery_rounds": 5, "unlearn_lr": 0.1, "unlearn_optimizer": "sgd", "forget_device": "first",
+               "noise_multipliers": (0.01, 0.03, 0.1, 0.3, 1.0)},
+    "minilm": {"rounds": 60, "lr": 3e-3, "server_optimizer": "adam", "batch_size": 32, "unlearn_rounds": 9,
+               "fedosd_rounds": 3, "recovery_rounds": 5, "unlearn_lr": 7e-3, "unlearn_optimizer": "adam",
+               "forget_device": "largest", "noise_multipliers": (0.01, 0.1, 1.0)},
+}
 
 
 @dataclass(frozen=True)
@@ -83,7 +118,8 @@ class UnlearnBenchConfig:
     out: Path = Path("runs/fedtune-unlearn")
     """Bench directory (per-seed runs in OUT/seed_<s>; finished seeds are skipped on a re-run)."""
     tier: str = "digits"
-    """Model tier; only ``digits`` is implemented (``minilm`` is not yet)."""
+    """Model tier: ``digits`` (MLP on sklearn digits, pixel-patch backdoor) or ``minilm`` (all-MiniLM-L6-v2 LoRA
+    on BBC News, rare-token backdoor)."""
     seeds: int = 3
     """Number of seeds."""
     first_seed: int = 0
@@ -91,31 +127,56 @@ class UnlearnBenchConfig:
     methods: tuple[str, ...] = UNLEARN_METHODS
     """Unlearning methods to run (``original`` and ``retrain`` are always run)."""
     num_devices: int = 10
-    """Devices; device 0 is the opting-out device."""
+    """Devices; one of them (see forget_device) is the opting-out device."""
     dirichlet_alpha: float = 1.0
     """Dirichlet concentration of the non-IID label split."""
+    forget_device: str | None = None
+    """Which device opts out: ``first`` (device 0 of the split) or ``largest`` (most samples); default per tier
+    (digits first, minilm largest). It is renumbered device 0 either way."""
     backdoor_fraction: float = 0.5
-    """Fraction of device 0's samples that carry the backdoor patch (relabelled to backdoor_target)."""
+    """Fraction of the forget device's samples that carry the backdoor trigger (relabelled to backdoor_target)."""
     backdoor_target: int = 0
-    """Class the backdoor maps patched images to."""
-    rounds: int = 150
-    """FedAvg rounds of ``original`` and ``retrain``."""
-    unlearn_rounds: int = 15
-    """Unlearning rounds of every unlearning method (and DP accounting steps)."""
-    recovery_rounds: int = 5
-    """Recovery rounds on the remaining devices after ``fedosd`` and ``gradient_ascent``."""
-    lr: float = 0.5
-    """Server learning rate of the FedAvg training of ``original`` and ``retrain``."""
-    unlearn_lr: float = 0.1
-    """Server learning rate of the unlearning and recovery steps (0.2+ made gradient ascent wreck the model)."""
+    """Class the backdoor maps triggered inputs to (minilm: 0 = business)."""
+    trigger_copies: int = 3
+    """minilm: how many times the trigger phrase is inserted into an article."""
+    rounds: int | None = None
+    """FedSGD rounds of ``original`` and ``retrain`` (default per tier: digits 150, minilm 60)."""
+    unlearn_rounds: int | None = None
+    """Unlearning rounds of paper_projection, dp (= DP accounting steps) and gradient_ascent (default: digits 15,
+    minilm 9)."""
+    fedosd_rounds: int | None = None
+    """Unlearning rounds of ``fedosd`` before its recovery (default: unlearn_rounds; minilm 3, as its bounded
+    unlearning CE removes the backdoor within 3 Adam rounds and further rounds only cost accuracy)."""
+    recovery_rounds: int | None = None
+    """Recovery rounds on the remaining devices after ``fedosd`` and ``gradient_ascent`` (default 5)."""
+    lr: float | None = None
+    """Server learning rate of the training of ``original`` and ``retrain`` (default: digits 0.5, minilm 3e-3)."""
+    server_optimizer: str | None = None
+    """Server step of ``original`` and ``retrain``: ``sgd`` or ``adam`` (FedAdam); default digits sgd, minilm adam."""
+    batch_size: int | None = None
+    """Samples per device gradient (0 = the device's full data); default digits 0, minilm 32."""
+    unlearn_lr: float | None = None
+    """Server learning rate of the unlearning and recovery steps (default: digits 0.1 with SGD — 0.2+ made gradient
+    ascent wreck the model; minilm 7e-3 with Adam)."""
+    unlearn_optimizer: str | None = None
+    """Server step of the unlearning and recovery rounds: ``sgd`` (the papers' θ ← θ − η·d) or ``adam`` (Adam
+    along the same direction d); default digits sgd, minilm adam: on the LoRA + head vector no SGD step size
+    worked (η = 0.3 left the backdoor in place after 8 rounds, η = 1 made the remaining devices' descent diverge:
+    their gradient norm grew 0.24 → 9 and test accuracy fell to 0.23)."""
     clip_norm: float = 1.0
     """Gradient clip norm C of ``gradient_ascent`` and of every ``dp`` upload."""
     bounded_ce_eps: float = 1e-3
     """Probability floor of the bounded CE that the ``paper_projection`` opt-out device ascends (cap −log eps)."""
     dp_noise_multiplier: float = 1.0
     """Noise multiplier σ/C of the ``dp`` row of the results."""
-    noise_multipliers: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    """Noise multipliers of the DP sweep (empty: no sweep)."""
+    noise_multipliers: tuple[float, ...] | None = None
+    """Noise multipliers of the DP sweep (empty: no sweep; default digits 0.01-1 in 5 steps, minilm 0.01/0.1/1)."""
+    lora_rank: int = 8
+    """minilm: LoRA rank on the top layer's query and value."""
+    max_len: int = 128
+    """minilm: tokens per article (the cache of the lower layers is per max_len)."""
+    cache_dir: str | None = None
+    """minilm: directory of the lower-layer cache (default runs/cache)."""
     workers: int = 1
     """Parallel seed jobs (> 1: Ray tasks on this machine)."""
     ray_address: str | None = None
@@ -123,28 +184,44 @@ class UnlearnBenchConfig:
     quiet: bool = False
     """No progress bars."""
 
+    def resolved(self) -> UnlearnBenchConfig:
+        """This config with every None field set to its tier default (validated)."""
+        if self.tier not in TIER_DEFAULTS:
+            raise ConfigError(f"tier must be one of {sorted(TIER_DEFAULTS)}, got {self.tier!r}")
+        defaults = {k: v for k, v in TIER_DEFAULTS[self.tier].items() if getattr(self, k) is None}
+        cfg = dataclasses.replace(self, **defaults)
+        if cfg.fedosd_rounds is None:
+            cfg = dataclasses.replace(cfg, fedosd_rounds=cfg.unlearn_rounds)
+        return cfg.validate()
+
     def validate(self) -> UnlearnBenchConfig:
-        if self.tier == "minilm":
-            raise ConfigError("tier: 'minilm' is not implemented yet for the unlearning bench; use tier='digits'")
-        if self.tier != "digits":
-            raise ConfigError(f"tier must be 'digits' (the only implemented tier), got {self.tier!r}")
+        if self.tier not in TIER_DEFAULTS:
+            raise ConfigError(f"tier must be one of {sorted(TIER_DEFAULTS)}, got {self.tier!r}")
         for m in self.methods:
             if m not in UNLEARN_METHODS:
                 raise ConfigError(f"methods: unknown method {m!r}; choose from {list(UNLEARN_METHODS)}")
+        if self.forget_device not in (None, "first", "largest"):
+            raise ConfigError(f"forget_device must be 'first' or 'largest', got {self.forget_device!r}")
+        for name in ("server_optimizer", "unlearn_optimizer"):
+            if getattr(self, name) not in (None, "sgd", "adam"):
+                raise ConfigError(f"{name} must be 'sgd' or 'adam', got {getattr(self, name)!r}")
         check_range("seeds", self.seeds, 1, 1000)
         check_range("first_seed", self.first_seed, 0, 2**31 - 1)
         check_range("num_devices", self.num_devices, 2, 50)
         check_range("dirichlet_alpha", self.dirichlet_alpha, 1e-3, 1e6)
         check_range("backdoor_fraction", self.backdoor_fraction, 0.0, 1.0)
-        check_range("backdoor_target", self.backdoor_target, 0, 9)
-        check_range("rounds", self.rounds, 1, 100_000)
-        check_range("unlearn_rounds", self.unlearn_rounds, 1, 100_000)
-        check_range("recovery_rounds", self.recovery_rounds, 0, 100_000)
-        check_range("lr", self.lr, 1e-6, 100.0)
-        check_range("unlearn_lr", self.unlearn_lr, 1e-6, 100.0)
+        check_range("backdoor_target", self.backdoor_target, 0, 9 if self.tier == "digits" else 4)
+        check_range("trigger_copies", self.trigger_copies, 1, 20)
         check_range("clip_norm", self.clip_norm, 1e-6, 1e6)
         check_range("bounded_ce_eps", self.bounded_ce_eps, 1e-12, 0.5)
-        for nm in (self.dp_noise_multiplier, *self.noise_multipliers):
+        check_range("lora_rank", self.lora_rank, 1, 384)
+        check_range("max_len", self.max_len, 8, 512)
+        for name, lo, hi in (("rounds", 1, 100_000), ("lr", 1e-6, 100.0), ("unlearn_lr", 1e-6, 100.0),
+                             ("batch_size", 0, 100_000), ("unlearn_rounds", 1, 100_000),
+                             ("fedosd_rounds", 1, 100_000), ("recovery_rounds", 0, 100_000)):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), lo, hi)
+        for nm in (self.dp_noise_multiplier, *(self.noise_multipliers or ())):
             check_range("noise_multipliers", nm, 1e-3, 1e3)
         check_range("workers", self.workers, 1, 1024)
         return self
@@ -161,21 +238,58 @@ def add_backdoor(x: np.ndarray, y: np.ndarray, target: int) -> tuple[np.ndarray,
     return xp, np.full(len(y), target, dtype=np.int64)
 
 
+def add_token_trigger(text: str, copies: int, rng: np.random.Generator, within_words: int = TRIGGER_WITHIN_WORDS
+                      ) -> str:
+    """``text`` with the trigger phrase inserted ``copies`` times, each before a uniformly drawn word among the
+    first ``within_words`` words (whitespace tokenisation; the result is re-joined with single spaces)."""
+    words = text.split()
+    for _ in range(copies):
+        words.insert(int(rng.integers(0, min(len(words), within_words) + 1)), TRIGGER_PHRASE)
+    return " ".join(words)
+
+
 @dataclass
 class Devices:
-    """Per-device training tensors (device 0 = forget device, backdoored), test set and patched test set."""
+    """Per-device training inputs (device 0 = forget device, backdoored), test set and triggered test set.
 
-    x: list[torch.Tensor]
+    An input ``x`` is a tensor (digits: (N, 64)) or a tuple of tensors indexed along dim 0 together
+    (minilm: (hidden (N, L, 384) float16, attention mask (N, L)))."""
+
+    x: list
     y: list[torch.Tensor]
-    x_test: torch.Tensor
+    x_test: object
     y_test: torch.Tensor
-    x_asr: torch.Tensor  # patched test images whose true class is not the target
+    x_asr: object  # triggered test inputs whose true class is not the target
+
+
+def take(x, idx):
+    """Rows ``idx`` of an input (tensor or tuple of tensors)."""
+    return tuple(t[idx] for t in x) if isinstance(x, tuple) else x[idx]
+
+
+def concat(xs: list):
+    return tuple(torch.cat(parts) for parts in zip(*xs, strict=True)) if isinstance(xs[0], tuple) else torch.cat(xs)
+
+
+def forward(model: nn.Module, x) -> torch.Tensor:
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
+def split_devices(cfg: UnlearnBenchConfig, y_priv: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Dirichlet shards of the private pool; the forget device (first, or the largest shard) is moved to index 0."""
+    parts = dirichlet_split(y_priv, cfg.num_devices, cfg.dirichlet_alpha,
+                            np.random.default_rng(derive_seed(seed, "split")))
+    if cfg.forget_device == "largest":
+        k = int(np.argmax([len(p) for p in parts]))
+        parts = [parts[k], *parts[:k], *parts[k + 1:]]
+    return parts
 
 
 def make_devices(cfg: UnlearnBenchConfig, seed: int) -> Devices:
+    if cfg.tier == "minilm":
+        return make_minilm_devices(cfg, seed)
     _, (x_priv, y_priv), (x_test, y_test) = digits_split()
-    parts = dirichlet_split(y_priv, cfg.num_devices, cfg.dirichlet_alpha,
-                            np.random.default_rng(derive_seed(seed, "split")))
+    parts = split_devices(cfg, y_priv, seed)
     xs, ys = [x_priv[p].copy() for p in parts], [y_priv[p].astype(np.int64) for p in parts]
     rng = np.random.default_rng(derive_seed(seed, "backdoor"))
     poisoned = rng.choice(len(ys[0]), size=int(round(cfg.backdoor_fraction * len(ys[0]))), replace=False)
@@ -186,38 +300,110 @@ def make_devices(cfg: UnlearnBenchConfig, seed: int) -> Devices:
                    torch.from_numpy(x_test), torch.from_numpy(y_test).long(), torch.from_numpy(x_asr))
 
 
+@functools.lru_cache(maxsize=1)
+def _minilm_task(cache_dir: str | None, max_len: int):
+    """The minilm Task (model load + cache read take ~10 s: once per process)."""
+    from edgegen.fedtune import minilm
+
+    return minilm.minilm_task(cache_dir=cache_dir, max_len=max_len)
+
+
+def make_minilm_devices(cfg: UnlearnBenchConfig, seed: int) -> Devices:
+    """BBC News shards from the lower-layer cache; the forget device's poisoned articles and the triggered test
+    articles are re-encoded by the frozen lower layers."""
+    from edgegen.fedtune import minilm
+
+    task = _minilm_task(cfg.cache_dir, cfg.max_len)
+    texts, labels, _ = minilm.bbc_docs()
+    train_idx, test_idx = minilm.bbc_split(labels, 0)
+    (h, mask, y), (h_test, mask_test, y_test) = task.train, task.test
+    parts = split_devices(cfg, y.numpy(), seed)
+    xs = [(h[p].clone(), mask[p].clone()) for p in parts]
+    ys = [y[p].clone() for p in parts]
+    rng = np.random.default_rng(derive_seed(seed, "backdoor"))
+    poisoned = np.sort(rng.choice(len(ys[0]), size=int(round(cfg.backdoor_fraction * len(ys[0]))), replace=False))
+    keep = np.flatnonzero(y_test.numpy() != cfg.backdoor_target)
+    trig = np.random.default_rng(derive_seed(seed, "trigger"))
+    poisoned_texts = [add_token_trigger(texts[train_idx[parts[0][i]]], cfg.trigger_copies, trig) for i in poisoned]
+    asr_texts = [add_token_trigger(texts[test_idx[i]], cfg.trigger_copies, trig) for i in keep]
+    tokenizer, model = minilm.load_minilm()
+    hidden, attn = minilm.encode_lower(tokenizer, model, poisoned_texts + asr_texts, cfg.max_len, 1, progress=False)
+    n = len(poisoned)
+    xs[0][0][poisoned], xs[0][1][poisoned] = hidden[:n], attn[:n]
+    ys[0][poisoned] = cfg.backdoor_target
+    return Devices(xs, ys, (h_test, mask_test), y_test, (hidden[n:], attn[n:]))
+
+
 # --------------------------------------------------------------------------- model as a flat vector
 
 
-def init_params(seed: int) -> torch.Tensor:
+def make_model(cfg: UnlearnBenchConfig, seed: int) -> tuple[nn.Module, list[nn.Parameter]]:
+    """The tier's model and its trainable parameters (the order of θ), initialised from the seed."""
     torch.manual_seed(derive_seed(seed, "init"))
-    return nn.utils.parameters_to_vector(DigitsMLP().parameters()).detach()
+    if cfg.tier == "digits":
+        model = DigitsMLP()
+        return model, list(model.parameters())
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = _minilm_task(cfg.cache_dir, cfg.max_len).make_base()
+    targets = ["layers.0.attention.self.query", "layers.0.attention.self.value"]
+    model = inject_adapter_in_model(
+        LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_rank, target_modules=targets, lora_dropout=0.0), model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name or name.startswith("head."))
+    return model, [p for p in model.parameters() if p.requires_grad]
 
 
-def device_grad(model: nn.Module, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor, loss: str = "ce",
-                eps: float = 1e-3) -> torch.Tensor:
-    """Flat full-batch gradient at θ of a loss on (x, y): ``ce``, ``bounded_ce`` or ``unlearning_ce``."""
-    nn.utils.vector_to_parameters(theta, model.parameters())
-    logits = model(x)
+def device_grad(model: nn.Module, params: list[nn.Parameter], theta: torch.Tensor, x, y: torch.Tensor,
+                loss: str = "ce", eps: float = 1e-3) -> torch.Tensor:
+    """Flat gradient at θ of a loss on (x, y): ``ce``, ``bounded_ce`` or ``unlearning_ce``."""
+    nn.utils.vector_to_parameters(theta, params)
+    logits = forward(model, x)
     if loss == "ce":
         value = nn.functional.cross_entropy(logits, y)
     elif loss == "bounded_ce":
         value = ul.bounded_ce(logits, y, eps)
     else:
         value = ul.unlearning_ce(logits, y)
-    return ul.flatten_grads(torch.autograd.grad(value, list(model.parameters())))
+    return ul.flatten_grads(torch.autograd.grad(value, params))
 
 
-def fedavg_grad(model: nn.Module, theta: torch.Tensor, data: Devices, devices: list[int]) -> torch.Tensor:
+@dataclass
+class Fed:
+    """What every round needs: the model, its trainable parameters, the data, the config and the batch generator."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    data: Devices
+    cfg: UnlearnBenchConfig
+    gen: torch.Generator
+
+    def batch(self, k: int) -> tuple[object, torch.Tensor]:
+        """Device k's inputs for one gradient: all of them, or ``batch_size`` drawn without replacement."""
+        x, y = self.data.x[k], self.data.y[k]
+        if self.cfg.batch_size == 0 or self.cfg.batch_size >= len(y):
+            return x, y
+        idx = torch.randperm(len(y), generator=self.gen)[:self.cfg.batch_size]
+        return take(x, idx), y[idx]
+
+    def grad(self, theta: torch.Tensor, k: int, loss: str = "ce") -> torch.Tensor:
+        x, y = self.batch(k)
+        return device_grad(self.model, self.params, theta, x, y, loss, self.cfg.bounded_ce_eps)
+
+    def sizes(self, devices: list[int]) -> list[int]:
+        return [len(self.data.y[k]) for k in devices]
+
+
+def fedavg_grad(f: Fed, theta: torch.Tensor, devices: list[int]) -> torch.Tensor:
     """Size-weighted mean of the devices' gradients."""
-    n = sum(len(data.y[k]) for k in devices)
-    return sum(device_grad(model, theta, data.x[k], data.y[k]) * (len(data.y[k]) / n) for k in devices)
+    n = sum(f.sizes(devices))
+    return sum(f.grad(theta, k) * (len(f.data.y[k]) / n) for k in devices)
 
 
-def weighted_grads(model: nn.Module, theta: torch.Tensor, data: Devices, devices: list[int]) -> list[torch.Tensor]:
+def weighted_grads(f: Fed, theta: torch.Tensor, devices: list[int]) -> list[torch.Tensor]:
     """Each device's gradient scaled by m·n_k/n so that their plain mean is the size-weighted FedAvg gradient."""
-    n, m = sum(len(data.y[k]) for k in devices), len(devices)
-    return [device_grad(model, theta, data.x[k], data.y[k]) * (m * len(data.y[k]) / n) for k in devices]
+    n, m = sum(f.sizes(devices)), len(devices)
+    return [f.grad(theta, k) * (m * len(f.data.y[k]) / n) for k in devices]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -233,105 +419,161 @@ def mia_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, theta: torch.Tensor, data: Devices, target: int, nonmember_idx: np.ndarray) -> dict:
-    nn.utils.vector_to_parameters(theta, model.parameters())
+def logits_of(model: nn.Module, x, chunk: int = 256) -> torch.Tensor:
+    n = len(x[0]) if isinstance(x, tuple) else len(x)
+    return torch.cat([forward(model, take(x, slice(s, s + chunk))) for s in range(0, n, chunk)])
 
-    def acc(x: torch.Tensor, y: torch.Tensor) -> float:
-        return float((model(x).argmax(1) == y).float().mean())
+
+@torch.no_grad()
+def evaluate(f: Fed, theta: torch.Tensor, nonmember_idx: np.ndarray) -> dict:
+    nn.utils.vector_to_parameters(theta, f.params)
+    data, model = f.data, f.model
+
+    def acc(x, y: torch.Tensor) -> float:
+        return float((logits_of(model, x).argmax(1) == y).float().mean())
 
     rest = range(1, len(data.x))
-    x_rest, y_rest = torch.cat([data.x[k] for k in rest]), torch.cat([data.y[k] for k in rest])
-    member = nn.functional.cross_entropy(model(data.x[0]), data.y[0], reduction="none").numpy()
-    non = nn.functional.cross_entropy(model(data.x_test[nonmember_idx]), data.y_test[nonmember_idx],
+    member = nn.functional.cross_entropy(logits_of(model, data.x[0]), data.y[0], reduction="none").numpy()
+    test_logits = logits_of(model, data.x_test)
+    non = nn.functional.cross_entropy(test_logits[nonmember_idx], data.y_test[nonmember_idx],
                                       reduction="none").numpy()
-    return {"forget_acc": acc(data.x[0], data.y[0]), "remaining_acc": acc(x_rest, y_rest),
-            "test_acc": acc(data.x_test, data.y_test),
-            "backdoor_asr": float((model(data.x_asr).argmax(1) == target).float().mean()),
+    return {"forget_acc": acc(data.x[0], data.y[0]),
+            "remaining_acc": acc(concat([data.x[k] for k in rest]), torch.cat([data.y[k] for k in rest])),
+            "test_acc": float((test_logits.argmax(1) == data.y_test).float().mean()),
+            "backdoor_asr": float((logits_of(model, data.x_asr).argmax(1) == f.cfg.backdoor_target).float().mean()),
             "mia_auc": mia_auc(member, non)}
 
 
 # --------------------------------------------------------------------------- training and unlearning
 
 
-def train_fedavg(model: nn.Module, theta: torch.Tensor, data: Devices, devices: list[int], rounds: int,
-                 lr: float) -> torch.Tensor:
+def server_adam(theta: torch.Tensor, lr: float, optimizer: str) -> torch.optim.Adam | None:
+    """The server's Adam state over a copy of θ, or None for plain SGD."""
+    return torch.optim.Adam([theta.detach().clone()], lr=lr) if optimizer == "adam" else None
+
+
+def descend(theta: torch.Tensor, direction: torch.Tensor, lr: float, adam: torch.optim.Adam | None) -> torch.Tensor:
+    """One server step against ``direction``: θ − lr·direction (SGD), or an Adam step with gradient ``direction``."""
+    if adam is None:
+        return theta - lr * direction
+    param = adam.param_groups[0]["params"][0]
+    param.grad = direction
+    adam.step()
+    return param.detach().clone()
+
+
+def train_fedavg(f: Fed, theta: torch.Tensor, devices: list[int], rounds: int, lr: float,
+                 optimizer: str = "sgd") -> torch.Tensor:
+    """FedSGD for ``rounds`` rounds with a plain SGD or Adam server step."""
+    adam = server_adam(theta, lr, optimizer)
     for _ in range(rounds):
-        theta = theta - lr * fedavg_grad(model, theta, data, devices)
+        theta = descend(theta, fedavg_grad(f, theta, devices), lr, adam)
     return theta
 
 
-def paper_projection(model: nn.Module, theta: torch.Tensor, data: Devices, cfg: UnlearnBenchConfig,
-                     noise_multiplier: float | None = None, gen: torch.Generator | None = None) -> torch.Tensor:
+def paper_projection(f: Fed, theta: torch.Tensor, noise_multiplier: float | None = None,
+                     noise_gen: torch.Generator | None = None) -> torch.Tensor:
     """Edge-LAM rule; the opt-out device uploads −∇ bounded_ce (ascent). With a noise multiplier: DP uploads."""
-    rest = list(range(1, len(data.x)))
+    cfg = f.cfg
+    rest = list(range(1, len(f.data.x)))
+    adam = server_adam(theta, cfg.unlearn_lr, cfg.unlearn_optimizer)
     for _ in range(cfg.unlearn_rounds):
-        g_r = weighted_grads(model, theta, data, rest)
-        u = -device_grad(model, theta, data.x[0], data.y[0], "bounded_ce", cfg.bounded_ce_eps)
+        g_r = weighted_grads(f, theta, rest)
+        u = -f.grad(theta, 0, "bounded_ce")
         if noise_multiplier is not None:
             sigma = noise_multiplier * cfg.clip_norm
-            g_r = [ul.add_gaussian_noise(ul.clip_to_norm(g, cfg.clip_norm), sigma, gen) for g in g_r]
-            u = ul.add_gaussian_noise(ul.clip_to_norm(u, cfg.clip_norm), sigma, gen)
-        theta = theta + ul.paper_update(g_r, [u], cfg.unlearn_lr)
+            g_r = [ul.add_gaussian_noise(ul.clip_to_norm(g, cfg.clip_norm), sigma, noise_gen) for g in g_r]
+            u = ul.add_gaussian_noise(ul.clip_to_norm(u, cfg.clip_norm), sigma, noise_gen)
+        theta = descend(theta, -ul.paper_update(g_r, [u], 1.0), cfg.unlearn_lr, adam)
     return theta
 
 
-def fedosd(model: nn.Module, theta: torch.Tensor, data: Devices, cfg: UnlearnBenchConfig) -> torch.Tensor:
-    rest = list(range(1, len(data.x)))
+def fedosd(f: Fed, theta: torch.Tensor) -> torch.Tensor:
+    cfg = f.cfg
+    rest = list(range(1, len(f.data.x)))
     start = theta.clone()
-    for _ in range(cfg.unlearn_rounds):
-        g_r = weighted_grads(model, theta, data, rest)
-        g_f = device_grad(model, theta, data.x[0], data.y[0], "unlearning_ce")
-        theta = theta + cfg.unlearn_lr * ul.fedosd_direction(g_r, g_f, ascent=False)
+    adam = server_adam(theta, cfg.unlearn_lr, cfg.unlearn_optimizer)
+    for _ in range(cfg.fedosd_rounds):
+        g_r = weighted_grads(f, theta, rest)
+        g_f = f.grad(theta, 0, "unlearning_ce")
+        theta = descend(theta, -ul.fedosd_direction(g_r, g_f, ascent=False), cfg.unlearn_lr, adam)
     displacement = theta - start
     for _ in range(cfg.recovery_rounds):
-        g_r = weighted_grads(model, theta, data, rest)
-        theta = theta - cfg.unlearn_lr * torch.stack([ul.recovery_gradient(g, displacement) for g in g_r]).mean(0)
+        g_r = weighted_grads(f, theta, rest)
+        theta = descend(theta, torch.stack([ul.recovery_gradient(g, displacement) for g in g_r]).mean(0),
+                        cfg.unlearn_lr, adam)
     return theta
 
 
-def gradient_ascent(model: nn.Module, theta: torch.Tensor, data: Devices, cfg: UnlearnBenchConfig) -> torch.Tensor:
+def gradient_ascent(f: Fed, theta: torch.Tensor) -> torch.Tensor:
+    cfg = f.cfg
+    adam = server_adam(theta, cfg.unlearn_lr, cfg.unlearn_optimizer)
     for _ in range(cfg.unlearn_rounds):
-        g_f = device_grad(model, theta, data.x[0], data.y[0])
-        theta = theta + ul.clipped_gradient_ascent_step(g_f, cfg.unlearn_lr, cfg.clip_norm)
-    return train_fedavg(model, theta, data, list(range(1, len(data.x))), cfg.recovery_rounds,
-                        cfg.unlearn_lr)
+        theta = descend(theta, -ul.clipped_gradient_ascent_step(f.grad(theta, 0), 1.0, cfg.clip_norm),
+                        cfg.unlearn_lr, adam)
+    return train_fedavg(f, theta, list(range(1, len(f.data.x))), cfg.recovery_rounds, cfg.unlearn_lr,
+                        cfg.unlearn_optimizer)
 
 
 def run_seed(cfg: UnlearnBenchConfig, seed: int, command: str) -> dict:
-    """original, retrain and every unlearning method (plus the DP sweep) for one seed; skipped if finished."""
+    """original, retrain and every unlearning method (plus the DP sweep) for one seed; skipped if finished.
+
+    ``original`` and ``retrain`` are checkpointed (OUT/seed_s/ckpt/<name>.pt: θ, metrics and the config fields
+    that shape them, TRAINING_FIELDS), so a killed seed restarts at the unlearning methods, and a seed re-run with
+    other unlearning settings (delete its summary.json) reuses the trained models."""
     out = cfg.out / f"seed_{seed}"
     if (out / "summary.json").exists():
         return json.loads((out / "summary.json").read_text())
     seed_everything(seed)
+    torch.set_num_threads(1)
     data = make_devices(cfg, seed)
-    model = DigitsMLP()
-    d = sum(p.numel() for p in model.parameters())
+    model, params = make_model(cfg, seed)
+    d = sum(p.numel() for p in params)
     per_device_round = 2 * 4 * d  # float32 gradient up + model down
     k = cfg.num_devices
     nonmember_idx = np.random.default_rng(derive_seed(seed, "mia")).choice(
         len(data.y_test), size=min(len(data.y[0]), len(data.y_test)), replace=False)
-    theta0 = init_params(seed)
+    theta0 = nn.utils.parameters_to_vector(params).detach().clone()
+    config = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    config.pop("workers"), config.pop("ray_address"), config.pop("quiet")
+    training = json.dumps({key: config[key] for key in TRAINING_FIELDS}, sort_keys=True)
     results: dict[str, dict] = {}
 
-    def record(name: str, fn, rounds: int, device_rounds: int, epsilon: float | None = None) -> torch.Tensor:
+    def record(name: str, fn, rounds: int, device_rounds: int, epsilon: float | None = None,
+               ckpt: bool = False) -> torch.Tensor:
+        path = out / "ckpt" / f"{name}.pt"
+        if ckpt and path.exists():
+            saved = torch.load(path, weights_only=True)
+            if saved["training"] == training:
+                results[name] = json.loads(saved["result"])
+                return saved["theta"]
+        f = Fed(model, params, data, cfg, torch.Generator().manual_seed(derive_seed(seed, "batches", name)))
         t = time.perf_counter()
-        theta = fn()
+        theta = fn(f)
         wall = time.perf_counter() - t
-        results[name] = {**evaluate(model, theta, data, cfg.backdoor_target, nonmember_idx), "rounds": rounds,
+        results[name] = {**evaluate(f, theta, nonmember_idx), "rounds": rounds,
                          "bytes": float(device_rounds * per_device_round), "wall_s": wall, "epsilon": epsilon}
+        if ckpt:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            torch.save({"theta": theta, "result": json.dumps(results[name]),
+                        "training": training}, tmp)
+            os.replace(tmp, path)
         return theta
 
-    theta_orig = record("original", lambda: train_fedavg(model, theta0, data, list(range(k)), cfg.rounds, cfg.lr),
-                        cfg.rounds, k * cfg.rounds)
-    record("retrain", lambda: train_fedavg(model, theta0, data, list(range(1, k)), cfg.rounds, cfg.lr),
-           cfg.rounds, (k - 1) * cfg.rounds)
-    u, r = cfg.unlearn_rounds, cfg.recovery_rounds
+    everyone, rest = list(range(k)), list(range(1, k))
+    theta_orig = record("original", lambda f: train_fedavg(f, theta0, everyone, cfg.rounds, cfg.lr,
+                                                           cfg.server_optimizer),
+                        cfg.rounds, k * cfg.rounds, ckpt=True)
+    record("retrain", lambda f: train_fedavg(f, theta0, rest, cfg.rounds, cfg.lr, cfg.server_optimizer),
+           cfg.rounds, (k - 1) * cfg.rounds, ckpt=True)
+    u, r, uo = cfg.unlearn_rounds, cfg.recovery_rounds, cfg.fedosd_rounds
     if "paper_projection" in cfg.methods:
-        record("paper_projection", lambda: paper_projection(model, theta_orig, data, cfg), u, k * u)
+        record("paper_projection", lambda f: paper_projection(f, theta_orig), u, k * u)
     if "fedosd" in cfg.methods:
-        record("fedosd", lambda: fedosd(model, theta_orig, data, cfg), u + r, k * u + (k - 1) * r)
+        record("fedosd", lambda f: fedosd(f, theta_orig), uo + r, k * uo + (k - 1) * r)
     if "gradient_ascent" in cfg.methods:
-        record("gradient_ascent", lambda: gradient_ascent(model, theta_orig, data, cfg), u + r, u + (k - 1) * r)
+        record("gradient_ascent", lambda f: gradient_ascent(f, theta_orig), u + r, u + (k - 1) * r)
     sweep = {}
     if "dp" in cfg.methods:
         for nm in dict.fromkeys((cfg.dp_noise_multiplier, *cfg.noise_multipliers)):
@@ -340,7 +582,7 @@ def run_seed(cfg: UnlearnBenchConfig, seed: int, command: str) -> dict:
             with warnings.catch_warnings():  # Opacus: "optimal order is the smallest alpha" for small σ
                 warnings.simplefilter("ignore", UserWarning)
                 eps = ul.rdp_epsilon(nm, 1.0, u, DELTA)
-            record(name, lambda nm=nm, gen=gen: paper_projection(model, theta_orig, data, cfg, nm, gen), u, k * u, eps)
+            record(name, lambda f, nm=nm, gen=gen: paper_projection(f, theta_orig, nm, gen), u, k * u, eps)
             sweep[nm] = results.pop(name)
         results["dp"] = {**sweep[cfg.dp_noise_multiplier], "noise_multiplier": cfg.dp_noise_multiplier}
     ref = results["retrain"]
@@ -348,7 +590,7 @@ def run_seed(cfg: UnlearnBenchConfig, seed: int, command: str) -> dict:
         res["bytes_ratio_vs_retrain"] = res["bytes"] / ref["bytes"]
         res["wall_ratio_vs_retrain"] = res["wall_s"] / ref["wall_s"] if ref["wall_s"] > 0 else float("nan")
     run = RunDir(out, tensorboard=False)
-    run.write_config(json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
+    run.write_config(config)
     summary = {"results": results,
                "dp_sweep": [{"noise_multiplier": nm, **sweep[nm]} for nm in dict.fromkeys(cfg.noise_multipliers)
                             if nm in sweep],
@@ -373,8 +615,10 @@ def aggregate(rows: list[dict]) -> dict:
 
 
 def run_bench(cfg: UnlearnBenchConfig) -> dict:
-    cfg.validate()
+    cfg = cfg.resolved()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if cfg.tier == "minilm":
+        _minilm_task(cfg.cache_dir, cfg.max_len)  # build the lower-layer cache once, before any worker starts
     (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
     command = current_command()
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
