@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install run test test-slow bench bench-fedtune report lint clean
+.PHONY: install run test test-slow bench bench-fedtune bench-moe bench-scheduling bench-gdm bench-cot report lint clean
 
 install: $(STAMP)
 
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[rl,scale,fedtune,flower,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[rl,scale,rllib,fedtune,flower,dev]'
 	touch $(STAMP)
 
 run: install
@@ -33,10 +33,14 @@ bench: install
 	$(BIN)/edgegen aigc bench --out runs/aigc-asp7 --asp-seed 7 --total-env-steps 50000 --seeds 3 --workers 2 \
 		--eval-every-env-steps 5000 --algos random crash_avoid prophet d2sac sb3_dqn sb3_ppo --quiet
 	$(BIN)/edgegen aigc speed --out runs/aigc-speed
+	$(MAKE) bench-moe
 	$(MAKE) bench-fedtune
+	$(MAKE) bench-scheduling
+	$(MAKE) bench-cot
+	$(MAKE) bench-gdm
 
 # Federated fine-tuning: LoRA on both tiers (every method, 3 seeds) + device selection on digits (issue 3),
-# then KD across modalities with its T x λ sweep (issue 4), then unlearning on digits (issue 5, part).
+# then KD across modalities with its T x λ sweep (issue 4), then unlearning on both tiers (issue 5).
 # About 40 min on 2 cores.
 bench-fedtune: install
 	$(BIN)/edgegen fedtune lora bench --tier digits --out runs/fedtune-lora-digits --seeds 3 --workers 2 --quiet
@@ -47,6 +51,33 @@ bench-fedtune: install
 	$(BIN)/edgegen fedtune lora bench --tier minilm --out runs/fedtune-lora-minilm --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen fedtune kd bench --out runs/fedtune-kd --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen fedtune unlearn bench --tier digits --out runs/fedtune-unlearn-digits --seeds 3 --quiet
+	$(BIN)/edgegen fedtune unlearn bench --tier minilm --out runs/fedtune-unlearn-minilm --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen report runs --out BENCHMARKS.md
+
+# MoE expert microservices with Lyapunov online device scheduling (issue 6): trains the small MoE LM once
+# (cached under runs/cache), then the V sweep, baselines, bound check and overload case. About 10 min on 2 cores.
+bench-moe: install
+	$(BIN)/edgegen moe bench --out runs/moe --seeds 3 --quiet
+	$(BIN)/edgegen report runs --out BENCHMARKS.md
+
+# CoT microservice deployment (issue 7): MILP labels + diffusion training (cached under runs/cache), held-out bench,
+# then the monolithic-vs-microservice case study. About 20 min on 2 cores.
+bench-cot: install
+	$(BIN)/edgegen cot bench --out runs/cot-bench --quiet
+	$(BIN)/edgegen cot case-study --out runs/cot-case-study --quiet
+	$(BIN)/edgegen report runs --out BENCHMARKS.md
+
+# RL scheduling of DL tasks on heterogeneous agents (issue 11): 10 heuristics + lower bound, masked PPO, RLlib PPO
+# on a held-out mix at three loads, online adaptation. About 20-30 min on 2 cores.
+bench-scheduling: install
+	$(BIN)/edgegen schedule bench --load 0.5 0.8 0.95 --seeds 3 --workers 2 --out runs/schedule-bench --quiet
+	$(BIN)/edgegen report runs --out BENCHMARKS.md
+
+# Diffusion core (issue 8): central digits DDPM, unconditional and class-conditional, 3 seeds each, against the
+# real-vs-real feature-FID floor. About 20 min on 2 cores.
+bench-gdm: install
+	$(BIN)/edgegen gdm train-bench --out runs/gdm-train-bench --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen gdm fed bench --out runs/gdm-fed-bench --seeds 3 --quiet
 	$(BIN)/edgegen report runs --out BENCHMARKS.md
 
 report: install

@@ -18,7 +18,14 @@ from edgegen.fedtune.bench import LoraBenchConfig
 from edgegen.fedtune.kd_bench import KDBenchConfig
 from edgegen.fedtune.rounds import FedConfig
 from edgegen.fedtune.unlearn_bench import UnlearnBenchConfig
+from edgegen.gdm.fed_bench import GdmFedBenchConfig
+from edgegen.gdm.train import TrainArgs as GdmTrainArgs
+from edgegen.gdm.train import TrainBenchConfig as GdmTrainBenchConfig
+from edgegen.microservices.cot.bench import CotBenchConfig
+from edgegen.microservices.cot.case_study import CaseStudyConfig
+from edgegen.microservices.moe.bench import MoEBenchConfig, TracesArgs
 from edgegen.report import ReportArgs
+from edgegen.scheduling.bench import ScheduleBenchConfig, ScheduleTrainArgs
 
 
 def aigc_bench(cfg) -> None:
@@ -129,6 +136,85 @@ def fedtune_lora_train(args) -> None:
                                               "round_latency_s_mean", "wall_s")}, indent=2))
 
 
+def moe_bench(cfg) -> None:
+    from edgegen.microservices.moe.bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary, "results"))
+    print(json.dumps({"bound": {k: summary["bound"][k] for k in ("C_star", "B")}, **summary["acceptance"]}, indent=2))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+
+
+def moe_traces(args) -> None:
+    from edgegen.microservices.moe.bench import run_traces
+
+    stats = run_traces(args)
+    print(json.dumps({k: v for k, v in stats.items() if k not in ("usage", "coactivation")}, indent=2))
+    print(f"\nstats: {args.out / 'trace_stats.json'}\nplot:  {args.out / 'plots' / 'trace_stats.png'}")
+
+
+def schedule_bench(cfg) -> None:
+    from edgegen.scheduling.bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}/{{jct_vs_load,learning_curves,"
+          "online_adaptation}.png")
+
+
+def schedule_train(args) -> None:
+    from edgegen.scheduling.bench import train_command
+
+    summary = train_command(args)
+    print(json.dumps({p: {ld: round(r["avg_jct_s"], 2) for ld, r in res.items()}
+                      for p, res in summary["results"].items()}, indent=2))
+    print(f"avg JCT (s) per policy and load; model: {summary['model']}")
+
+
+def gdm_train(args) -> None:
+    from edgegen.gdm.train import train_command
+
+    summary = train_command(args)
+    print(json.dumps({k: summary[k] for k in ("feature_fid", "real_floor_fid", "fid_ratio", "class_entropy",
+                                              "precision", "recall", "train_wall_s")}, indent=2))
+    print(f"\nsamples: {(args.resume or args.out) / 'plots' / 'samples.png'}")
+
+
+def gdm_train_bench(cfg) -> None:
+    from edgegen.gdm.train import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+
+
+def gdm_fed_bench(cfg) -> None:
+    from edgegen.gdm.fed_bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(json.dumps(summary["acceptance"], indent=2))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+
+
+def cot_bench(cfg) -> None:
+    from edgegen.microservices.cot.bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(json.dumps(summary["acceptance"], indent=2))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+
+
+def cot_case_study(cfg) -> None:
+    from edgegen.microservices.cot.case_study import format_table, run_case_study
+
+    summary = run_case_study(cfg)
+    print(format_table(summary))
+    print(json.dumps(summary["verdict"], indent=2))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplot:    {cfg.out / 'plots' / 'case_study.png'}")
+
+
 def report(args) -> None:
     from edgegen.report import write_report
 
@@ -154,6 +240,30 @@ COMMANDS = {
             "bench": (UnlearnBenchConfig, fedtune_unlearn_bench,
                       "Unlearning a backdoored device: projection, FedOSD, ascent, DP vs retraining."),
         },
+    },
+    "moe": {
+        "bench": (MoEBenchConfig, moe_bench, "MoE expert microservices: Lyapunov V sweep, baselines, bound check."),
+        "traces": (TracesArgs, moe_traces, "Train the small MoE LM, record gate traces, print their statistics."),
+    },
+    "schedule": {
+        "bench": (ScheduleBenchConfig, schedule_bench,
+                  "DL-task scheduling: heuristics vs masked PPO / RLlib PPO on held-out workloads, online adaptation."),
+        "train": (ScheduleTrainArgs, schedule_train, "Train one masked-PPO DL-task scheduler and test it."),
+    },
+    "gdm": {
+        "train": (GdmTrainArgs, gdm_train, "Train one digits DDPM centrally (resumable)."),
+        "train-bench": (GdmTrainBenchConfig, gdm_train_bench,
+                        "Central digits DDPM over seeds: feature-FID vs the real floor, entropy, P/R."),
+        "fed": {
+            "bench": (GdmFedBenchConfig, gdm_fed_bench,
+                      "Federated DDPM: fp32 FedAvg vs fixed-Q vs dynamic-Q with energy-optimal allocation."),
+        },
+    },
+    "cot": {
+        "bench": (CotBenchConfig, cot_bench,
+                  "CoT microservice deployment: graph diffusion vs exact MILP, DP and greedy on held-out instances."),
+        "case-study": (CaseStudyConfig, cot_case_study,
+                       "Monolithic vs microservice CoT memory / latency (small Qwen2 measured, 7B projected)."),
     },
     "report": (ReportArgs, report, "Turn run directories into BENCHMARKS.md tables and figures."),
 }

@@ -269,6 +269,14 @@ SECTIONS = [
     ("fedtune_kd_bench", "## 3. Knowledge-distillation federated fine-tuning across modalities",
      "edgegen.report:fedtune_kd_section"),
     ("fedtune_unlearn_bench", "## 4. Federated unlearning", "edgegen.report:fedtune_unlearn_section"),
+    ("moe_bench", "## 5. MoE microservices (Lyapunov scheduling)", "edgegen.microservices.moe.bench:report_section"),
+    ("cot_bench", "## 6. CoT microservices (graph diffusion deployment)",
+     "edgegen.microservices.cot.bench:report_section"),
+    ("cot_case_study", "## 6. CoT microservices (graph diffusion deployment)",
+     "edgegen.microservices.cot.case_study:report_section"),
+    ("gdm_train_bench", "## 7. Quantized federated diffusion training", "edgegen.gdm.train:report_section"),
+    ("gdm_fed_bench", "## 7. Quantized federated diffusion training", "edgegen.gdm.fed_bench:report_section"),
+    ("schedule_bench", "## 10. RL scheduling of deep-learning tasks", "edgegen.scheduling.bench:report_section"),
 ]
 
 

@@ -1,0 +1,516 @@
+"""`edgegen schedule bench` / `train`: heuristics, masked PPO and RLlib PPO on held-out DL workloads.
+
+Protocol
+    Training (learned policies only): episodes of the training mixes (``train_mixes``, default inference-heavy,
+    training-heavy, data-heavy) at loads drawn from ``train_loads``, from seeds derived from the run seed under
+    "train". Test: ``test_episodes`` episodes per load of the held-out mix ``test_mix`` (default ``balanced``, never
+    trained on) from seeds derived under "test", identical for every policy. Each seed's value is the mean over its
+    test episodes; the summary reports mean and std over seeds.
+    ``lower_bound`` is :func:`edgegen.scheduling.heuristics.lower_bound` on the same test episodes.
+    Online adaptation (``online``): the seed's trained masked-PPO model schedules a stream whose workload shifts
+    from (``pre_mix``, ``pre_load``) to a held-out (``post_mix``, ``post_load``); a frozen copy vs a copy that keeps
+    learning (:func:`edgegen.scheduling.ppo.online_adaptation`).
+
+Layout: OUT/<job>/seed_<s>/ is one RunDir per (job, seed) with jobs ``heuristics``, ``masked_ppo`` (training,
+curve, test, model in ckpt/model.zip, and the online experiment) and ``rllib_ppo``; OUT/summary.json (kind
+``schedule_bench``) has ``{"results": {LOAD: {POLICY: {avg_jct_s, avg_jct_s_std, p95_jct_s, makespan_s,
+utilization, ...}}}, "acceptance": {LOAD: {best_heuristic, masked_ppo_gain_pct, rllib_ppo_gain_pct}},
+"online": {...}}``. A finished (job, seed) is skipped on a re-run; an interrupted training restarts that job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgegen.config import ConfigError, check_choice, check_range
+from edgegen.jobs import earlier_wall_s, run_jobs
+from edgegen.runs import RunDir, current_command, save_figure
+from edgegen.scheduling.env import MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
+from edgegen.scheduling.heuristics import HEURISTICS, heuristic_policy, lower_bound
+from edgegen.scheduling.ppo import OnlineConfig, PPOConfig
+from edgegen.seeding import derive_seed
+
+LEARNED = ("masked_ppo", "rllib_ppo")
+POLICIES = (*HEURISTICS, *LEARNED)
+METRICS = ("avg_jct_s", "p95_jct_s", "makespan_s", "utilization")
+REFERENCE_HEURISTICS = ("mct", "min_min")  # yardsticks logged on the learning curves
+
+
+@dataclass(frozen=True)
+class ScheduleBenchConfig:
+    """DL-task scheduling bench: every policy on held-out workloads at several loads."""
+
+    out: Path = Path("runs/schedule-bench")
+    """Bench directory (OUT/<job>/seed_<s> per job; finished jobs are skipped on a re-run)."""
+    load: tuple[float, ...] = (0.5, 0.8, 0.95)
+    """Test loads (fraction of the pool's fluid capacity)."""
+    seeds: int = 3
+    """Number of seeds."""
+    first_seed: int = 0
+    """Seeds are first_seed .. first_seed + seeds - 1."""
+    policies: tuple[str, ...] = POLICIES
+    """Policies: heuristics fifo sjf lpt random round_robin met mct min_min max_min heft; learned masked_ppo,
+    rllib_ppo. lower_bound is always reported."""
+    test_mix: str = "balanced"
+    """Held-out test workload mix (must not be among train_mixes)."""
+    test_episodes: int = 10
+    """Test episodes per seed and load (identical for every policy)."""
+    train_mixes: tuple[str, ...] = ("inference_heavy", "training_heavy", "data_heavy")
+    """Workload mixes of the training episodes."""
+    train_loads: tuple[float, ...] = (0.5, 0.65, 0.8, 0.9, 0.95, 1.0)
+    """Loads of the training episodes (one drawn per episode)."""
+    num_jobs: int = 60
+    """Jobs per episode."""
+    dag: bool = True
+    """DAG jobs (True) or single-task jobs."""
+    window: int = 12
+    """Visible ready tasks."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """Masked PPO hyperparameters and budget."""
+    rllib_env_steps: int = 40_000
+    """RLlib PPO training budget in env steps."""
+    rllib_train_batch_size: int = 2000
+    """RLlib PPO train batch per iteration (env steps)."""
+    online: bool = True
+    """Run the online-adaptation experiment after masked-PPO training (needs masked_ppo)."""
+    online_cfg: OnlineConfig = field(default_factory=OnlineConfig)
+    """Online-adaptation experiment."""
+    workers: int = 1
+    """Parallel jobs; > 1 runs (job, seed) pairs as Ray tasks, one CPU each."""
+    ray_address: str | None = None
+    """Ray cluster address (default: a local Ray with `workers` CPUs)."""
+    quiet: bool = False
+    """Disable progress bars."""
+
+    def validate(self) -> None:
+        unknown = [p for p in self.policies if p not in POLICIES]
+        if unknown:
+            raise ConfigError(f"policies: unknown {unknown}; known: {list(POLICIES)}")
+        if not self.policies:
+            raise ConfigError("policies must name at least one policy")
+        if not self.load:
+            raise ConfigError("load must hold at least one load")
+        for x in self.load:
+            check_range("load[*]", x, 0.05, 2.0)
+        check_range("seeds", self.seeds, 1, 10_000)
+        check_range("test_episodes", self.test_episodes, 1, 100_000)
+        check_choice("test_mix", self.test_mix, MIXES)
+        if self.test_mix in self.train_mixes and any(p in LEARNED for p in self.policies):
+            raise ConfigError(f"test_mix {self.test_mix!r} is among train_mixes {list(self.train_mixes)}; the test "
+                              "workload must be held out")
+        check_range("rllib_env_steps", self.rllib_env_steps, 1, 1 << 40)
+        check_range("rllib_train_batch_size", self.rllib_train_batch_size, 32, 1 << 30)
+        check_range("workers", self.workers, 1, 4096)
+        self.ppo.validate()
+        self.online_cfg.validate()
+        self.env_config(train=True).validate()
+        self.env_config(train=False).validate()
+
+    def env_config(self, train: bool) -> DLScheduleConfig:
+        mixes, loads = (self.train_mixes, self.train_loads) if train else ((self.test_mix,), self.load)
+        return DLScheduleConfig(num_jobs=self.num_jobs, dag=self.dag, window=self.window, mixes=mixes, loads=loads)
+
+
+def test_episodes(cfg: ScheduleBenchConfig, seed: int, load: float) -> list[tuple[int, dict]]:
+    return [(derive_seed(seed, "test", load, i), {"load": load, "mix": cfg.test_mix}) for i in range(cfg.test_episodes)]
+
+
+def evaluate(cfg: ScheduleBenchConfig, seed: int, act) -> dict:
+    """{load: {metric: mean over the seed's test episodes}} of one policy."""
+    env = DLScheduleEnv(cfg.env_config(train=False))
+    out = {}
+    for load in cfg.load:
+        eps = [run_episode(env, act, s, o) for s, o in test_episodes(cfg, seed, load)]
+        out[str(load)] = {m: float(np.mean([e[m] for e in eps])) for m in METRICS}
+    return out
+
+
+def curve_reference(cfg: ScheduleBenchConfig, seed: int) -> dict[str, float]:
+    from edgegen.scheduling.ppo import curve_seeds
+
+    env = DLScheduleEnv(cfg.env_config(train=True))
+    return {h: float(np.mean([run_episode(env, heuristic_policy(h, seed), s)["avg_jct_s"]
+                              for s in curve_seeds(seed, cfg.ppo.curve_episodes)])) for h in REFERENCE_HEURISTICS}
+
+
+def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict:
+    """One (job, seed): job is "heuristics", "masked_ppo" or "rllib_ppo". Writes OUT/job/seed_<s>/summary.json."""
+    import torch
+
+    torch.set_num_threads(1)
+    run = RunDir(cfg.out / job / f"seed_{seed}", tensorboard=False)
+    if (run.path / "summary.json").exists():
+        return run.read_summary()
+    run.write_config({"bench": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)), "job": job,
+                      "seed": seed})
+    if job == "heuristics":
+        results: dict = {}
+        t0 = time.perf_counter()
+        for name in (p for p in cfg.policies if p in HEURISTICS):
+            results[name] = evaluate(cfg, seed, heuristic_policy(name, derive_seed(seed, "heuristic", name)))
+        env = DLScheduleEnv(cfg.env_config(train=False))
+        bound = {}
+        for load in cfg.load:
+            values = []
+            for s, o in test_episodes(cfg, seed, load):
+                env.reset(seed=s, options=o)
+                values.append(lower_bound(**env.instance()))
+            bound[str(load)] = {m: float(np.mean([v[m] for v in values])) for m in ("avg_jct_s", "makespan_s")}
+        results["lower_bound"] = bound
+        return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
+    run.truncate_metrics(-1)  # an interrupted training restarts from scratch
+    reference = curve_reference(cfg, seed)
+    if job == "masked_ppo":
+        from edgegen.scheduling.ppo import greedy_policy, online_adaptation, train
+
+        model, info = train(cfg.ppo, cfg.env_config(train=True), seed, run, progress=False, reference=reference)
+        model.save(run.ckpt / "model.zip")
+        t0 = time.perf_counter()
+        res = evaluate(cfg, seed, greedy_policy(model))
+        summary = {"results": {job: res}, **info, "test_wall_s": time.perf_counter() - t0}
+        if cfg.online:
+            summary["online"] = online_adaptation(run.ckpt / "model.zip", cfg.online_cfg, cfg.env_config(train=True),
+                                                  seed, cfg.ppo)
+        return run.write_summary(summary, seed, command)
+    if job == "rllib_ppo":
+        from edgegen.scheduling.ppo import curve_seeds
+        from edgegen.scheduling.rllib import greedy_policy as rllib_greedy
+        from edgegen.scheduling.rllib import train_rllib
+
+        curve_env = DLScheduleEnv(cfg.env_config(train=True))
+
+        def curve(step: int, wall: float, act) -> None:
+            jct = float(np.mean([run_episode(curve_env, act, s)["avg_jct_s"]
+                                 for s in curve_seeds(seed, cfg.ppo.curve_episodes)]))
+            run.log(step, curve_avg_jct_s=jct, train_wall_s=wall, **{f"{k}_avg_jct_s": v for k, v in reference.items()})
+
+        algo, info = train_rllib(cfg.env_config(train=True), seed, cfg.rllib_env_steps, curve=curve,
+                                 train_batch_size=cfg.rllib_train_batch_size, gamma=cfg.ppo.gamma)
+        t0 = time.perf_counter()
+        res = evaluate(cfg, seed, rllib_greedy(algo))
+        algo.stop()
+        return run.write_summary({"results": {job: res}, **info, "test_wall_s": time.perf_counter() - t0}, seed,
+                                 command)
+    raise ValueError(f"unknown job {job!r}")
+
+
+def jobs_of(cfg: ScheduleBenchConfig) -> list[str]:
+    jobs = [j for j in ("masked_ppo", "rllib_ppo") if j in cfg.policies]
+    return jobs + ["heuristics"]  # longest first
+
+
+def run_bench(cfg: ScheduleBenchConfig) -> dict:
+    cfg.validate()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    command = current_command()
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    earlier_s = earlier_wall_s(cfg.out)
+    started = time.perf_counter()
+    if "rllib_ppo" in cfg.policies:
+        from edgegen.scheduling.rllib import require_rllib
+
+        require_rllib()
+    jobs = [(cfg, j, s, command) for j in jobs_of(cfg) for s in seeds]
+    done = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
+                    describe=lambda job, r: f"{job[1]} seed {job[2]} done")
+    per_seed = {(job[1], job[2]): r for job, r in done.items()}
+    summary = aggregate(cfg, per_seed, seeds)
+    summary.update({"command": command, "bench_wall_s": earlier_s + time.perf_counter() - started,
+                    "workers": cfg.workers})
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    plot_jct_vs_load(cfg, summary)
+    plot_learning_curves(cfg, seeds)
+    if summary.get("online"):
+        plot_online(cfg, summary)
+    return summary
+
+
+def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dict:
+    names = [p for p in cfg.policies if p in HEURISTICS] + ["lower_bound"] + [p for p in LEARNED if p in cfg.policies]
+    results: dict = {}
+    for load in map(str, cfg.load):
+        results[load] = {}
+        for name in names:
+            job = name if name in LEARNED else "heuristics"
+            rows = [per_seed[(job, s)]["results"][name][load] for s in seeds]
+            r: dict = {}
+            for m in rows[0]:
+                vals = [row[m] for row in rows]
+                r[m] = float(np.mean(vals))
+                r[f"{m}_std"] = float(np.std(vals))
+            r["avg_jct_s_per_seed"] = [row["avg_jct_s"] for row in rows]
+            if name == "lower_bound":
+                r["utilization"] = None
+            if name in LEARNED:
+                r["train_wall_s_mean"] = float(np.mean([per_seed[(job, s)]["train_wall_s"] for s in seeds]))
+                r["env_steps"] = int(np.mean([per_seed[(job, s)]["env_steps"] for s in seeds]))
+            results[load][name] = r
+    acceptance = {}
+    heur = [p for p in cfg.policies if p in HEURISTICS]
+    for load, res in results.items():
+        if not heur:
+            break
+        best = min(heur, key=lambda h: res[h]["avg_jct_s"])
+        a = {"best_heuristic": best, "best_heuristic_avg_jct_s": res[best]["avg_jct_s"]}
+        for name in LEARNED:
+            if name in res:
+                ref = res[best]["avg_jct_s"]
+                a[f"{name}_gain_pct"] = 100.0 * (ref - res[name]["avg_jct_s"]) / ref
+                # per seed: against the heuristic that is best on that seed's episodes
+                gains = []
+                for i in range(len(seeds)):
+                    b = min(res[h]["avg_jct_s_per_seed"][i] for h in heur)
+                    gains.append(100.0 * (b - res[name]["avg_jct_s_per_seed"][i]) / b)
+                a[f"{name}_gain_pct_per_seed"] = gains
+        acceptance[load] = a
+    out = {"kind": "schedule_bench", "seeds": cfg.seeds, "test_mix": cfg.test_mix, "train_mixes": list(cfg.train_mixes),
+           "train_loads": list(cfg.train_loads), "test_episodes": cfg.test_episodes, "num_jobs": cfg.num_jobs,
+           "dag": cfg.dag, "window": cfg.window, "ppo_env_steps": cfg.ppo.total_env_steps,
+           "ppo_warm_start": cfg.ppo.warm_start,
+           "rllib_env_steps": cfg.rllib_env_steps, "results": results, "acceptance": acceptance}
+    online = [per_seed[("masked_ppo", s)].get("online") for s in seeds if ("masked_ppo", s) in per_seed]
+    if online and all(online):
+        out["online"] = aggregate_online(cfg, online)
+    return out
+
+
+def aggregate_online(cfg: ScheduleBenchConfig, runs: list[dict]) -> dict:
+    oc = cfg.online_cfg
+    out: dict = {"config": dataclasses.asdict(oc), "shift_episode": oc.pre_episodes,
+                 "yardstick_heuristics": runs[0]["yardstick_heuristics"],
+                 "online_wall_s_mean": float(np.mean([r["online_wall_s"] for r in runs]))}
+    for name in ("frozen", "online", "online_greedy"):
+        if name not in runs[0]:
+            continue
+        ratio = np.array([r[name]["ratio"] for r in runs])
+        rec = [r[name]["recovery_episode"] for r in runs]
+        out[name] = {"ratio_mean": ratio.mean(0).tolist(), "recovery_episode_per_seed": rec,
+                     "recovered_seeds": sum(x is not None for x in rec),
+                     "post_ratio_last_mean": float(np.mean([r[name]["post_ratio_last"] for r in runs])),
+                     "pre_ratio_mean": float(ratio[:, : oc.pre_episodes].mean())}
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_jct_vs_load(cfg: ScheduleBenchConfig, summary: dict) -> Path:
+    plt = _plt()
+    loads = list(summary["results"])
+    x = [float(v) for v in loads]
+    names = list(summary["results"][loads[0]])
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for name in names:
+        y = [summary["results"][ld][name]["avg_jct_s"] for ld in loads]
+        e = [summary["results"][ld][name]["avg_jct_s_std"] for ld in loads]
+        style = {"lw": 2.4, "marker": "o"} if name in LEARNED else {"lw": 1.0, "marker": ".", "alpha": 0.8}
+        if name == "lower_bound":
+            style = {"ls": "--", "color": "k", "lw": 1.2}
+        ax.errorbar(x, y, yerr=e, capsize=3, label=name, **style)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (fraction of the pool's fluid capacity)")
+    ax.set_ylabel("average job completion time (s, log scale)")
+    ax.set_title(f"Held-out mix '{summary['test_mix']}', mean ± std over {summary['seeds']} seed(s)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, cfg.out / "plots" / "jct_vs_load.png")
+
+
+def plot_learning_curves(cfg: ScheduleBenchConfig, seeds: list[int]) -> Path | None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for job in LEARNED:
+        curves = [RunDir(cfg.out / job / f"seed_{s}", tensorboard=False).read_metrics() for s in seeds]
+        n = min((len(c) for c in curves), default=0)
+        if n == 0:
+            continue
+        steps = np.mean([[r["step"] for r in c[:n]] for c in curves], axis=0)
+        y = np.array([[r["curve_avg_jct_s"] for r in c[:n]] for c in curves])
+        line, = ax.plot(steps, y.mean(0), marker="o", ms=3, label=f"{job} (greedy)")
+        ax.fill_between(steps, y.min(0), y.max(0), color=line.get_color(), alpha=0.15)
+        if not drawn:
+            for h, ls in zip(REFERENCE_HEURISTICS, ("--", ":"), strict=True):
+                ax.axhline(np.mean([c[0][f"{h}_avg_jct_s"] for c in curves]), color="k", ls=ls, lw=1, label=h)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_yscale("log")
+    ax.set_xlabel("training env steps (decisions)")
+    ax.set_ylabel("average JCT on the curve episodes (s)")
+    ax.set_title("Learning curves on training-mix episodes, mean over seeds, band = min..max")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, cfg.out / "plots" / "learning_curves.png")
+
+
+def plot_online(cfg: ScheduleBenchConfig, summary: dict) -> Path:
+    plt = _plt()
+    on = summary["online"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, color, label in (("frozen", "C3", "frozen (greedy)"), ("online", "C0", "online (as scheduled)"),
+                               ("online_greedy", "C2", "online, greedy replay after update")):
+        if name in on:
+            r = on[name]["ratio_mean"]
+            ax.plot(range(len(r)), r, marker="o", ms=3, color=color, label=label)
+    ax.axvline(on["shift_episode"] - 0.5, color="k", ls="--", lw=1, label="workload shift")
+    ax.axhline(1.0, color="0.5", ls=":", lw=1, label=f"best of {'/'.join(on['yardstick_heuristics'])} = 1")
+    oc = on["config"]
+    ax.set_xlabel(f"episode of the stream ({oc['pre_mix']} @ {oc['pre_load']} → {oc['post_mix']} @ {oc['post_load']})")
+    ax.set_ylabel("avg JCT / best heuristic's avg JCT")
+    ax.set_title(f"Online adaptation vs frozen policy, mean over {len(on['frozen']['recovery_episode_per_seed'])} "
+                 "seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, cfg.out / "plots" / "online_adaptation.png")
+
+
+# --------------------------------------------------------------------------- text
+
+def format_table(summary: dict) -> str:
+    lines = []
+    for load, res in summary["results"].items():
+        lines += [f"load {load}:", "| policy | avg JCT s (mean ± std) | p95 JCT s | makespan s | utilization |",
+                  "|---|---|---|---|---|"]
+        for name, r in sorted(res.items(), key=lambda kv: kv[1]["avg_jct_s"]):
+            util = "—" if r.get("utilization") is None else f"{r['utilization']:.3f}"
+            p95 = f"{r['p95_jct_s']:.1f}" if "p95_jct_s" in r else "—"
+            lines.append(f"| {name} | {r['avg_jct_s']:.2f} ± {r['avg_jct_s_std']:.2f} | {p95} | "
+                         f"{r['makespan_s']:.1f} | {util} |")
+        a = summary["acceptance"].get(load, {})
+        for name in LEARNED:
+            if f"{name}_gain_pct" in a:
+                lines.append(f"{name} vs best heuristic ({a['best_heuristic']}): {a[f'{name}_gain_pct']:+.1f}% "
+                             "avg JCT reduction")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
+    """BENCHMARKS.md section of one schedule bench: per-load tables, acceptance checks, online adaptation."""
+    from edgegen.report import copy_plots
+
+    lines = [f"### DL-task scheduling on heterogeneous agents: `{run_dir}`", "",
+             f"{summary['seeds']} seed(s); held-out test mix `{summary['test_mix']}` ({summary['test_episodes']} "
+             f"episodes of {summary['num_jobs']} {'DAG ' if summary['dag'] else 'single-task '}jobs per seed and "
+             f"load, identical for every policy); learned policies trained on mixes {summary['train_mixes']} at loads "
+             f"{summary['train_loads']} (masked PPO: {summary['ppo_env_steps']} env steps"
+             + (f" after behaviour cloning of `{summary['ppo_warm_start']}`" if summary.get("ppo_warm_start") else
+                " from random weights")
+             + (f", RLlib PPO: {summary['rllib_env_steps']}" if "rllib_ppo" in summary["results"][next(iter(
+                 summary["results"]))] else "")
+             + "). Values: mean ± std over seeds of each seed's mean over its episodes.",
+             "", f"Command: `{summary.get('command', '')}`", ""]
+    if "bench_wall_s" in summary:
+        lines += [f"Bench wall time: {summary['bench_wall_s'] / 60:.1f} min with {summary['workers']} job(s) at a "
+                  "time, one CPU core each.", ""]
+    loads = list(summary["results"])
+    names = list(summary["results"][loads[0]])
+    lines += ["Average job completion time (s) per load:", "",
+              "| policy | " + " | ".join(f"load {ld}" for ld in loads) + " |", "|---|" + "---|" * len(loads)]
+    for name in names:
+        rs = [summary["results"][ld][name] for ld in loads]
+        cells = [f"{r['avg_jct_s']:.2f} ± {r['avg_jct_s_std']:.2f}" for r in rs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Makespan (s) / utilization per load:", "",
+              "| policy | " + " | ".join(f"load {ld}" for ld in loads) + " |", "|---|" + "---|" * len(loads)]
+    for name in names:
+        cells = []
+        for ld in loads:
+            r = summary["results"][ld][name]
+            util = "—" if r.get("utilization") is None else f"{r['utilization']:.3f}"
+            cells.append(f"{r['makespan_s']:.1f} / {util}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    learned = [n for n in LEARNED if n in names]
+    if learned:
+        lines += ["", "| learned policy | train wall s / seed | env steps |", "|---|---|---|"]
+        r0 = summary["results"][loads[0]]
+        for n in learned:
+            lines.append(f"| {n} | {r0[n]['train_wall_s_mean']:.0f} | {r0[n]['env_steps']} |")
+    checks = []
+    for ld, a in summary.get("acceptance", {}).items():
+        for n in learned:
+            if f"{n}_gain_pct" not in a:
+                continue
+            per = ", ".join(f"{g:+.1f}%" for g in a[f"{n}_gain_pct_per_seed"])
+            verdict = "meets" if a[f"{n}_gain_pct"] >= 10.0 else "misses"
+            extra = f" ({verdict} the ≥ 10% target)" if n == "masked_ppo" and float(ld) >= 0.8 else ""
+            checks.append(f"- load {ld}: {n} avg JCT {a[f'{n}_gain_pct']:+.1f}% vs the best heuristic "
+                          f"`{a['best_heuristic']}` ({a['best_heuristic_avg_jct_s']:.2f} s){extra}; per seed vs that "
+                          f"seed's best heuristic: {per}.")
+    if checks:
+        lines += ["", "Acceptance checks (positive = lower average JCT than the best heuristic; computed from the "
+                  "table):", "", *checks]
+    on = summary.get("online")
+    if on:
+        oc = on["config"]
+        lines += ["", f"Online adaptation: stream of {oc['pre_episodes']} episodes of `{oc['pre_mix']}` at load "
+                  f"{oc['pre_load']}, then {oc['post_episodes']} of held-out `{oc['post_mix']}` at load "
+                  f"{oc['post_load']}; ratio = policy's avg JCT / best of {on['yardstick_heuristics']} on the same "
+                  f"episode; recovered = first post-shift episode whose {oc['recovery_window']}-episode rolling ratio "
+                  f"is within {100 * oc['recovery_tolerance']:.0f}% of the pre-shift ratio. `online` = the episodes as "
+                  "the learner scheduled them (stochastic actions), "
+                  + ("`online_greedy` = each episode replayed by its greedy policy right after the update it fed, "
+                     if "online_greedy" in on else "")
+                  + "`frozen` = the trained policy, greedy, no updates. "
+                  f"Online updates: "
+                  f"{on['online_wall_s_mean']:.0f} s wall per seed.", "",
+                  "| policy | pre-shift ratio | last-third post-shift ratio | recovered seeds | "
+                  "recovery episode per seed |",
+                  "|---|---|---|---|---|"]
+        for name in ("frozen", "online", "online_greedy"):
+            if name not in on:
+                continue
+            r = on[name]
+            rec = ", ".join("never" if x is None else str(x) for x in r["recovery_episode_per_seed"])
+            lines.append(f"| {name} | {r['pre_ratio_mean']:.3f} | {r['post_ratio_last_mean']:.3f} | "
+                         f"{r['recovered_seeds']}/{len(r['recovery_episode_per_seed'])} | {rec} |")
+    return lines + copy_plots(run_dir, figures, out_dir) + [""]
+
+
+@dataclass(frozen=True)
+class ScheduleTrainArgs:
+    """Train one masked-PPO scheduler and test it against MCT and Min-Min on the held-out mix."""
+
+    out: Path = Path("runs/schedule-train")
+    """Run directory (model in ckpt/model.zip)."""
+    seed: int = 0
+    """Run seed."""
+    bench: ScheduleBenchConfig = field(default_factory=lambda: ScheduleBenchConfig(policies=("mct", "min_min",
+                                                                                             "masked_ppo")))
+    """Env, training and test settings (bench.out, bench.seeds and bench.workers are ignored)."""
+    quiet: bool = False
+    """Disable the progress bar."""
+
+
+def train_command(args: ScheduleTrainArgs) -> dict:
+    from edgegen.scheduling.ppo import greedy_policy, train
+
+    cfg = dataclasses.replace(args.bench, out=args.out)
+    cfg.validate()
+    run = RunDir(args.out, tensorboard=False)
+    run.truncate_metrics(-1)
+    run.write_config({"bench": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)), "seed": args.seed})
+    model, info = train(cfg.ppo, cfg.env_config(train=True), args.seed, run, progress=not args.quiet,
+                        reference=curve_reference(cfg, args.seed))
+    model.save(run.ckpt / "model.zip")
+    results = {"masked_ppo": evaluate(cfg, args.seed, greedy_policy(model))}
+    for h in (p for p in cfg.policies if p in HEURISTICS):
+        results[h] = evaluate(cfg, args.seed, heuristic_policy(h, derive_seed(args.seed, "heuristic", h)))
+    return run.write_summary({"results": results, **info, "model": str(run.ckpt / "model.zip")}, args.seed)

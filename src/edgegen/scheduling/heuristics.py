@@ -1,0 +1,205 @@
+"""Heuristic schedulers for `edgegen/DLSchedule-v0` and a lower bound on JCT and makespan.
+
+Every heuristic is a pure function ``h(s: SchedState, rng, memo) -> (slot, agent) | None`` on a snapshot of the
+env (None = wait); :func:`act` turns it into an env action. They see what the learned policies see: the
+visible window of ready tasks (oldest first), which agents are idle and when busy ones become free, and every
+task's execution time on every agent (inf where its memory does not fit).
+
+Work-conserving list schedulers (never wait while a valid assignment exists)
+    ``fifo``  oldest task first; ``sjf`` shortest task first (by its best execution time over the agents);
+    ``lpt`` longest first. Each puts its task on the idle agent that runs it fastest.
+    ``round_robin`` oldest task on the next idle agent (cyclic pointer) with enough memory.
+    ``random`` a uniformly random valid assignment.
+Planning heuristics (the classic mapping heuristics of Braun et al., JPDC 2001; online HEFT of Topcuoglu et al.,
+TPDS 2002). They plan the whole window with agent ready times ``free[k]`` (now for idle agents): each planned
+task is reserved on its chosen agent (``free[k] += exec``); the first task whose agent is idle and not yet
+reserved is dispatched, and if every task is planned onto a busy agent the scheduler waits (re-planning at the
+next event). This is how a ready-time based heuristic runs in a pull-based system without agent queues.
+    ``met``  tasks oldest first, each on its minimum-execution-time agent (ignores ready times).
+    ``mct``  tasks oldest first, each on its minimum-completion-time agent (free + exec).
+    ``min_min`` repeatedly the task with the smallest minimum completion time, on that agent.
+    ``max_min`` repeatedly the task with the largest minimum completion time, on that agent.
+    ``heft`` tasks by decreasing upward rank (mean execution time over feasible agents along the longest path to
+        the job's exit task), each on its earliest-finish-time agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgegen.scheduling.env import DLScheduleEnv, fluid_makespan_s
+
+
+@dataclass(frozen=True)
+class SchedState:
+    """Snapshot of the scheduler-visible state."""
+
+    now_s: float
+    exec_s: np.ndarray
+    """(n, M) execution time of each window task on each agent; inf where it does not fit."""
+    free_at_s: np.ndarray
+    """(M,) time at which each agent becomes free (now_s for idle agents)."""
+    idle: np.ndarray
+    """(M,) bool."""
+    upward_rank_s: np.ndarray
+    """(n,) HEFT upward rank of each window task."""
+    wait_valid: bool
+
+
+def snapshot(env: DLScheduleEnv) -> SchedState:
+    win = env.window_tasks
+    idle = env.idle
+    return SchedState(now_s=env.now_s, exec_s=env.exec_s[win], free_at_s=np.where(idle, env.now_s, env.free_at_s),
+                      idle=idle.copy(), upward_rank_s=env.upward_rank_s[win], wait_valid=env.wait_valid())
+
+
+def _valid(s: SchedState) -> np.ndarray:
+    return np.isfinite(s.exec_s) & s.idle[None, :]
+
+
+def _list_schedule(s: SchedState, task_order: np.ndarray) -> tuple[int, int]:
+    valid = _valid(s)
+    for i in task_order:
+        if valid[i].any():
+            return int(i), int(np.argmin(np.where(valid[i], s.exec_s[i], np.inf)))
+    raise ValueError("no valid assignment in this state")
+
+
+def fifo(s: SchedState, rng=None, memo=None):
+    return _list_schedule(s, np.arange(len(s.exec_s)))
+
+
+def sjf(s: SchedState, rng=None, memo=None):
+    return _list_schedule(s, np.argsort(s.exec_s.min(axis=1), kind="stable"))
+
+
+def lpt(s: SchedState, rng=None, memo=None):
+    return _list_schedule(s, np.argsort(-s.exec_s.min(axis=1), kind="stable"))
+
+
+def random_policy(s: SchedState, rng: np.random.Generator, memo=None):
+    pairs = np.argwhere(_valid(s))
+    i, k = pairs[int(rng.integers(len(pairs)))]
+    return int(i), int(k)
+
+
+def round_robin(s: SchedState, rng=None, memo: dict | None = None):
+    memo = {} if memo is None else memo
+    m = len(s.idle)
+    start = memo.get("next_agent", 0)
+    valid = _valid(s)
+    for i in range(len(s.exec_s)):
+        for step in range(m):
+            k = (start + step) % m
+            if valid[i, k]:
+                memo["next_agent"] = (k + 1) % m
+                return i, k
+    raise ValueError("no valid assignment in this state")
+
+
+def _plan(s: SchedState, pick) -> tuple[int, int] | None:
+    """Plan tasks one at a time with virtual reservations; dispatch the first one that lands on a free agent."""
+    free = s.free_at_s.astype(np.float64).copy()
+    left = list(range(len(s.exec_s)))
+    while left:
+        i, k = pick(s, free, left)
+        if s.idle[k] and free[k] <= s.now_s:
+            return i, k
+        free[k] += s.exec_s[i, k]
+        left.remove(i)
+    return None
+
+
+def _met_pick(s, free, left):
+    i = left[0]
+    return i, int(np.argmin(s.exec_s[i]))
+
+
+def _mct_pick(s, free, left):
+    i = left[0]
+    return i, int(np.argmin(free + s.exec_s[i]))
+
+
+def _minmax_pick(largest: bool):
+    def pick(s, free, left):
+        ct = free[None, :] + s.exec_s[left]
+        best = ct.min(axis=1)
+        r = int(np.argmax(best)) if largest else int(np.argmin(best))
+        return left[r], int(np.argmin(ct[r]))
+    return pick
+
+
+def _heft_pick(s, free, left):
+    i = left[int(np.argmax(s.upward_rank_s[left]))]  # first maximum: oldest among ties
+    return i, int(np.argmin(free + s.exec_s[i]))
+
+
+def met(s: SchedState, rng=None, memo=None):
+    return _plan(s, _met_pick)
+
+
+def mct(s: SchedState, rng=None, memo=None):
+    return _plan(s, _mct_pick)
+
+
+def min_min(s: SchedState, rng=None, memo=None):
+    return _plan(s, _minmax_pick(False))
+
+
+def max_min(s: SchedState, rng=None, memo=None):
+    return _plan(s, _minmax_pick(True))
+
+
+def heft(s: SchedState, rng=None, memo=None):
+    return _plan(s, _heft_pick)
+
+
+HEURISTICS = {"fifo": fifo, "sjf": sjf, "lpt": lpt, "random": random_policy, "round_robin": round_robin,
+              "met": met, "mct": mct, "min_min": min_min, "max_min": max_min, "heft": heft}
+
+
+def act(env: DLScheduleEnv, name: str, rng: np.random.Generator, memo: dict) -> int:
+    """The env action of heuristic `name` in the env's current state (wait only where wait is valid)."""
+    s = snapshot(env)
+    choice = HEURISTICS[name](s, rng, memo)
+    if choice is None:
+        if s.wait_valid:
+            return env.wait_action
+        choice = fifo(s)  # cannot happen for the planners (all agents are idle then), kept as a guard
+    return env.encode(*choice)
+
+
+def heuristic_policy(name: str, seed: int = 0):
+    """`act(env, obs, mask)` callable for `run_episode`; memo (round-robin pointer) resets with each episode."""
+    if name not in HEURISTICS:
+        raise ValueError(f"unknown heuristic {name!r}; known: {list(HEURISTICS)}")
+    rng = np.random.default_rng(seed)
+    memo: dict = {}
+
+    def policy(env, obs, mask):
+        if env.decisions == 0:  # first decision of an episode
+            memo.clear()
+        return act(env, name, rng, memo)
+    return policy
+
+
+def lower_bound(job_arrival_s: np.ndarray, task_job: np.ndarray, task_preds: list, exec_s: np.ndarray) -> dict:
+    """Lower bounds of any schedule of one episode.
+
+    avg_jct_s: mean over jobs of the job's critical path with every task on its fastest feasible agent and no
+    waiting (a job cannot finish sooner). makespan_s (first arrival to last completion): the larger of the
+    latest (arrival + critical path) and the fluid bound (:func:`fluid_makespan_s`: all tasks split
+    fractionally over the agents from the first arrival on).
+    """
+    best = np.asarray(exec_s, dtype=np.float64).min(axis=1)
+    finish = np.zeros(len(best))  # earliest finish relative to the job's arrival; tasks are topologically ordered
+    for i, preds in enumerate(task_preds):
+        finish[i] = best[i] + (max(finish[p] for p in preds) if preds else 0.0)
+    n_jobs = len(job_arrival_s)
+    cp = np.zeros(n_jobs)
+    np.maximum.at(cp, np.asarray(task_job), finish)
+    t0 = float(np.min(job_arrival_s))
+    span = max(float(np.max(job_arrival_s + cp)) - t0, fluid_makespan_s(exec_s))
+    return {"avg_jct_s": float(cp.mean()), "makespan_s": span}

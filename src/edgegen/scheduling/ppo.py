@@ -1,0 +1,404 @@
+"""Masked PPO (sb3-contrib MaskablePPO) on `edgegen/DLSchedule-v0`, with a pair-scoring policy, and online adaptation.
+
+Policy network (the only change to MaskablePPO's defaults besides hyperparameters): Decima (Mao et al., SIGCOMM
+2019) scores each schedulable node with one shared network so the policy does not depend on slot order and
+scales with the number of choices. Here every (window task, agent) pair is scored by one shared MLP over
+[pair features, task features, agent features, global features] (:class:`PairScorer`); the wait logit comes from
+the max-pooled pair embeddings and the global features. Invalid pairs are removed by MaskablePPO's mask. The
+value function is a plain MLP on the flat observation.
+
+Online adaptation (:func:`online_adaptation`): a trained policy schedules a stream of episodes whose workload
+shifts part-way; the ``online`` copy keeps running PPO updates on the episodes it schedules (its scheduling
+decisions are its stochastic rollout actions, so it pays for its own exploration), the ``frozen`` copy acts
+greedily without updates. Both see the same episode sequence. ``online_greedy`` replays each stream episode with
+the online copy's greedy policy right after the update that episode fed (what the learner would deploy),
+separating adaptation from exploration cost.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgegen.config import check_choice, check_range
+from edgegen.scheduling.env import DLScheduleConfig, DLScheduleEnv, run_episode
+from edgegen.seeding import derive_seed, seed_everything
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """MaskablePPO hyperparameters (defaults tuned on the training mixes, never on the held-out ones)."""
+
+    total_env_steps: int = 150_000
+    """Training budget in env steps (decisions), summed over the parallel envs."""
+    n_envs: int = 4
+    """Parallel envs (in-process DummyVecEnv)."""
+    n_steps: int = 512
+    """Rollout length per env between updates."""
+    batch_size: int = 256
+    """Minibatch size."""
+    n_epochs: int = 5
+    """Passes over each rollout."""
+    learning_rate: float = 3e-4
+    """Adam learning rate."""
+    gamma: float = 0.995
+    """Discount per decision (the undiscounted return is -avg JCT / time scale)."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    ent_coef: float = 0.01
+    """Entropy bonus."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    hidden_size: int = 64
+    """Width of the pair scorer's two hidden layers; the value MLP has two layers of twice this width."""
+    eval_every_env_steps: int = 10_000
+    """Env steps between learning-curve points (0: none)."""
+    curve_episodes: int = 4
+    """Greedy episodes per learning-curve point (training mixes and loads, curve seeds: never the test set)."""
+    warm_start: str = ""
+    """Heuristic to imitate before PPO ("" = start from random weights; e.g. "min_min"): behaviour cloning of its
+    actions (cross-entropy on the masked logits) and of its discounted returns (value MSE) on training-mix
+    episodes, then PPO fine-tuning. The PPO budget excludes the cloning decisions."""
+    warm_start_decisions: int = 20_000
+    """Heuristic decisions collected for the warm start."""
+    warm_start_epochs: int = 10
+    """Passes over the collected decisions."""
+    keep_best: bool = True
+    """Return the checkpoint with the best learning-curve JCT (validation on training-mix episodes) instead of
+    the last one (PPO's greedy policy is not monotone in training steps)."""
+
+    def validate(self) -> None:
+        check_range("total_env_steps", self.total_env_steps, 1, 1 << 40)
+        check_range("n_envs", self.n_envs, 1, 256)
+        check_range("n_steps", self.n_steps, 2, 1 << 20)
+        check_range("batch_size", self.batch_size, 2, 1 << 20)
+        check_range("n_epochs", self.n_epochs, 1, 1000)
+        check_range("learning_rate", self.learning_rate, 1e-8, 1.0)
+        check_range("gamma", self.gamma, 0.0, 1.0)
+        check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_range("ent_coef", self.ent_coef, 0.0, 10.0)
+        check_range("clip_range", self.clip_range, 1e-3, 10.0)
+        check_range("hidden_size", self.hidden_size, 4, 4096)
+        check_range("eval_every_env_steps", self.eval_every_env_steps, 0, 1 << 40)
+        check_range("curve_episodes", self.curve_episodes, 1, 1000)
+        if self.warm_start:
+            from edgegen.scheduling.heuristics import HEURISTICS
+
+            check_choice("warm_start", self.warm_start, ("", *HEURISTICS))
+        check_range("warm_start_decisions", self.warm_start_decisions, 1, 1 << 30)
+        check_range("warm_start_epochs", self.warm_start_epochs, 0, 10_000)
+
+
+class PairScorer(nn.Module):
+    """Flat observation -> (W x M + 1) logits: a shared MLP per (task, agent) pair, then a wait logit."""
+
+    def __init__(self, layout: dict, hidden: int):
+        super().__init__()
+        self.layout = {k: (v[0], v[1], tuple(v[2])) for k, v in layout.items()}
+        w, m, fp = self.layout["pair"][2]
+        ft = self.layout["task"][2][1]
+        fa = self.layout["agent"][2][1]
+        fg = self.layout["global"][2][0]
+        self.w, self.m = w, m
+        self.body = nn.Sequential(nn.Linear(fp + ft + fa + fg, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh())
+        self.pair_head = nn.Linear(hidden, 1)
+        self.wait_head = nn.Sequential(nn.Linear(hidden + fg, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def _block(self, x, name):
+        a, b, shape = self.layout[name]
+        return x[:, a:b].reshape(x.shape[0], *shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, w, m = x.shape[0], self.w, self.m
+        pair, task = self._block(x, "pair"), self._block(x, "task")
+        agent, glob = self._block(x, "agent"), self._block(x, "global")
+        feats = torch.cat([pair, task[:, :, None, :].expand(n, w, m, -1), agent[:, None, :, :].expand(n, w, m, -1),
+                           glob[:, None, None, :].expand(n, w, m, -1)], dim=-1)
+        h = self.body(feats)  # (n, w, m, hidden)
+        logits = self.pair_head(h).reshape(n, w * m)
+        valid = pair[..., 0:1] > 0.5
+        pooled = torch.where(valid, h, torch.full_like(h, -1.0)).amax(dim=(1, 2))  # tanh range: -1 = nothing valid
+        wait = self.wait_head(torch.cat([pooled, glob], dim=-1))
+        return torch.cat([logits, wait], dim=-1)
+
+
+def make_policy_class():
+    from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+
+    class PairPolicy(MaskableActorCriticPolicy):
+        """MaskableActorCriticPolicy whose action net is a PairScorer over the flat observation."""
+
+        def __init__(self, *args, layout: dict, hidden: int = 64, **kwargs):
+            self._layout, self._hidden = layout, hidden
+            kwargs.setdefault("net_arch", {"pi": [], "vf": [2 * hidden, 2 * hidden]})
+            super().__init__(*args, **kwargs)
+
+        def _build(self, lr_schedule) -> None:
+            super()._build(lr_schedule)
+            self.action_net = PairScorer(self._layout, self._hidden)
+            self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+        def _get_constructor_parameters(self) -> dict:
+            return {**super()._get_constructor_parameters(), "layout": self._layout, "hidden": self._hidden}
+
+    return PairPolicy
+
+
+def make_model(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, n_envs: int | None = None, env_fns=None):
+    """A fresh MaskablePPO on `n_envs` copies of the env (seeded from `seed`)."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    n = n_envs or cfg.n_envs
+    fns = env_fns or [lambda: DLScheduleEnv(env_cfg) for _ in range(n)]
+    venv = DummyVecEnv(fns)
+    venv.seed(derive_seed(seed, "train"))
+    layout = DLScheduleEnv(env_cfg).obs_layout()
+    return MaskablePPO(make_policy_class(), venv, learning_rate=cfg.learning_rate, n_steps=cfg.n_steps,
+                       batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+                       ent_coef=cfg.ent_coef, clip_range=cfg.clip_range, seed=seed, device="cpu", verbose=0,
+                       policy_kwargs={"layout": layout, "hidden": cfg.hidden_size})
+
+
+def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> dict:
+    """Behaviour cloning of heuristic `cfg.warm_start` into the model's policy and value nets (see PPOConfig)."""
+    from edgegen.scheduling.heuristics import heuristic_policy
+
+    env, act = DLScheduleEnv(env_cfg), heuristic_policy(cfg.warm_start, derive_seed(seed, "warm_start"))
+    obs_l, mask_l, act_l, ret_l, episode = [], [], [], [], 0
+    t0 = time.perf_counter()
+    while len(obs_l) < cfg.warm_start_decisions:
+        obs, info = env.reset(seed=derive_seed(seed, "warm_start", episode))
+        episode += 1
+        rewards, done = [], False
+        while not done:
+            mask = info["action_mask"].astype(bool)
+            a = act(env, obs, mask)
+            obs_l.append(obs)
+            mask_l.append(mask)
+            act_l.append(a)
+            obs, reward, terminated, truncated, info = env.step(a)
+            rewards.append(reward)
+            done = terminated or truncated
+        g, rets = 0.0, []
+        for r in reversed(rewards):
+            g = r + cfg.gamma * g
+            rets.append(g)
+        ret_l += rets[::-1]
+    obs_t = torch.as_tensor(np.array(obs_l))
+    masks, acts = np.array(mask_l), torch.as_tensor(np.array(act_l))
+    rets_t = torch.as_tensor(np.array(ret_l), dtype=torch.float32)
+    policy = model.policy
+    opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "warm_start_batches"))
+    n = len(obs_l)
+    for _ in range(cfg.warm_start_epochs):
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start:start + cfg.batch_size]
+            dist = policy.get_distribution(obs_t[idx], action_masks=masks[idx.numpy()])
+            values = policy.predict_values(obs_t[idx]).flatten()
+            loss = -dist.log_prob(acts[idx]).mean() + 0.5 * torch.nn.functional.mse_loss(values, rets_t[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        dist = policy.get_distribution(obs_t, action_masks=masks)
+        agree = float((dist.get_actions(deterministic=True) == acts).float().mean())
+    return {"warm_start_decisions": n, "warm_start_agreement": agree, "warm_start_wall_s": time.perf_counter() - t0}
+
+
+def greedy_policy(model):
+    """`act(env, obs, mask)` for `run_episode`: the model's most likely valid action."""
+    def act(env, obs, mask):
+        return int(model.predict(obs, deterministic=True, action_masks=mask)[0])
+    return act
+
+
+def curve_seeds(seed: int, episodes: int) -> list[int]:
+    return [derive_seed(seed, "curve", i) for i in range(episodes)]
+
+
+def train(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, run=None, progress: bool = False,
+          reference: dict | None = None) -> tuple[object, dict]:
+    """Train MaskablePPO; log a greedy learning curve (avg JCT on fixed curve episodes) to `run`.
+
+    reference: optional {name: avg_jct_s} of heuristics on the same curve episodes, logged alongside.
+    Returns (model, {"train_wall_s", "env_steps"}).
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    cfg.validate()
+    env_cfg.validate()
+    seed_everything(seed)
+    model = make_model(cfg, env_cfg, seed)
+    warm = warm_start(model, cfg, env_cfg, seed) if cfg.warm_start else {}
+    eval_env = DLScheduleEnv(env_cfg)
+    seeds = curve_seeds(seed, cfg.curve_episodes)
+    state = {"wall": 0.0, "t0": time.perf_counter(), "next": cfg.eval_every_env_steps, "best": np.inf,
+             "best_step": 0, "best_params": None}
+
+    def evaluate(step: int) -> None:
+        state["wall"] += time.perf_counter() - state["t0"]
+        act = greedy_policy(model)
+        jct = float(np.mean([run_episode(eval_env, act, s)["avg_jct_s"] for s in seeds]))
+        if cfg.keep_best and jct < state["best"]:
+            state["best"], state["best_step"] = jct, step
+            state["best_params"] = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+        if run is not None:
+            run.log(step, curve_avg_jct_s=jct, train_wall_s=state["wall"],
+                    **{f"{k}_avg_jct_s": v for k, v in (reference or {}).items()})
+        state["t0"] = time.perf_counter()
+
+    class Curve(BaseCallback):
+        def _on_step(self) -> bool:
+            if cfg.eval_every_env_steps and self.num_timesteps >= state["next"]:
+                state["next"] += cfg.eval_every_env_steps
+                evaluate(self.num_timesteps)
+            return True
+
+    if cfg.eval_every_env_steps:
+        evaluate(0)
+    model.learn(total_timesteps=cfg.total_env_steps, callback=Curve(), progress_bar=progress)
+    if cfg.eval_every_env_steps and state["next"] - cfg.eval_every_env_steps < model.num_timesteps:
+        evaluate(int(model.num_timesteps))  # the final point
+    state["wall"] += time.perf_counter() - state["t0"]
+    info = {"train_wall_s": state["wall"] + warm.get("warm_start_wall_s", 0.0), "env_steps": int(model.num_timesteps),
+            **warm}
+    if cfg.keep_best and state["best_params"] is not None:
+        model.policy.load_state_dict(state["best_params"])
+        info.update(kept_step=state["best_step"], kept_curve_avg_jct_s=state["best"])
+    return model, info
+
+
+def _stream_env(env_cfg: DLScheduleConfig, stream: list[tuple[int, dict]], played: list):
+    import gymnasium as gym
+
+    class Stream(gym.Wrapper):
+        def __init__(self):
+            super().__init__(DLScheduleEnv(env_cfg))
+            self.i = 0
+
+        def reset(self, *, seed=None, options=None):
+            s, opts = stream[min(self.i, len(stream) - 1)]
+            self.i += 1
+            return self.env.reset(seed=s, options=opts)
+
+        def step(self, action):
+            out = super().step(action)
+            if out[2]:
+                played.append(self.env.unwrapped.episode_metrics()["avg_jct_s"])
+            return out
+
+        def action_masks(self):
+            return self.env.unwrapped.action_masks()
+
+    return Stream
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Online adaptation experiment: a workload shift in a stream of episodes."""
+
+    pre_mix: str = "balanced"
+    """Workload mix before the shift."""
+    pre_load: float = 0.8
+    """Load before the shift."""
+    post_mix: str = "training_burst"
+    """Workload mix after the shift (held out from training)."""
+    post_load: float = 0.95
+    """Load after the shift."""
+    pre_episodes: int = 4
+    """Episodes before the shift."""
+    post_episodes: int = 30
+    """Episodes after the shift."""
+    learning_rate: float = 1e-4
+    """Adam learning rate of the online updates."""
+    n_steps: int = 256
+    """Rollout length between online updates (one env)."""
+    recovery_window: int = 3
+    """Rolling window (episodes) of the recovery test."""
+    recovery_tolerance: float = 0.05
+    """Recovered once the rolling JCT / best-heuristic JCT ratio is within this fraction of the pre-shift ratio."""
+
+    def validate(self) -> None:
+        check_range("pre_load", self.pre_load, 0.05, 2.0)
+        check_range("post_load", self.post_load, 0.05, 2.0)
+        check_range("pre_episodes", self.pre_episodes, 1, 100_000)
+        check_range("post_episodes", self.post_episodes, 1, 100_000)
+        check_range("learning_rate", self.learning_rate, 1e-8, 1.0)
+        check_range("n_steps", self.n_steps, 2, 1 << 20)
+        check_range("recovery_window", self.recovery_window, 1, 1000)
+        check_range("recovery_tolerance", self.recovery_tolerance, 0.0, 10.0)
+
+
+def recovery_episode(ratio: list[float], pre: int, window: int, tolerance: float) -> int | None:
+    """First post-shift episode index (0 = first after the shift) at which the rolling mean of `window` ratios,
+    all taken after the shift, is at most (1 + tolerance) x the mean ratio of the `pre` pre-shift episodes."""
+    target = (1.0 + tolerance) * float(np.mean(ratio[:pre]))
+    post = ratio[pre:]
+    for end in range(window, len(post) + 1):
+        if np.mean(post[end - window: end]) <= target:
+            return end - 1
+    return None
+
+
+def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, seed: int, ppo: PPOConfig,
+                      best_heuristic: dict[str, float] | None = None) -> dict:
+    """Frozen vs online copies of a trained model on the same shifting stream of episodes.
+
+    Returns per-episode avg JCT of each ("frozen", "online"), the per-episode best-heuristic JCT used as the
+    yardstick (min over `best_heuristic`'s names, each replayed on the same episode) and recovery episodes.
+    """
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from edgegen.scheduling.heuristics import heuristic_policy
+
+    cfg.validate()
+    seed_everything(seed)
+    n = cfg.pre_episodes + cfg.post_episodes
+    stream = [(derive_seed(seed, "online", i), {"mix": cfg.pre_mix if i < cfg.pre_episodes else cfg.post_mix,
+                                                 "load": cfg.pre_load if i < cfg.pre_episodes else cfg.post_load})
+              for i in range(n)]
+    env = DLScheduleEnv(env_cfg)
+    names = list(best_heuristic or ("mct", "min_min"))
+    yard = [min(run_episode(env, heuristic_policy(h, seed), s, o)["avg_jct_s"] for h in names) for s, o in stream]
+
+    frozen = MaskablePPO.load(model_path, device="cpu")
+    act = greedy_policy(frozen)
+    frozen_jct = [run_episode(env, act, s, o)["avg_jct_s"] for s, o in stream]
+
+    played: list[float] = []
+    venv = DummyVecEnv([_stream_env(env_cfg, stream, played)])
+    online = MaskablePPO.load(model_path, env=venv, device="cpu", seed=seed,
+                              custom_objects={"learning_rate": cfg.learning_rate, "n_steps": cfg.n_steps,
+                                              "lr_schedule": lambda _: cfg.learning_rate})
+    online.n_steps = cfg.n_steps
+    online._setup_model()  # rebuild the rollout buffer for the new n_steps / n_envs (keeps the loaded weights)
+    online.set_parameters(model_path, exact_match=True, device="cpu")
+    for g in online.policy.optimizer.param_groups:
+        g["lr"] = cfg.learning_rate
+    replay: list[float] = []  # each stream episode replayed by the greedy policy right after the update it fed
+    t0 = time.perf_counter()
+    while len(played) < n:
+        before = len(played)
+        online.learn(total_timesteps=cfg.n_steps, reset_num_timesteps=False)
+        act_now = greedy_policy(online)
+        for i in range(before, min(len(played), n)):
+            replay.append(run_episode(env, act_now, *stream[i])["avg_jct_s"])
+    wall = time.perf_counter() - t0
+    online_jct = played[:n]
+    out = {"yardstick_avg_jct_s": yard, "yardstick_heuristics": names, "shift_episode": cfg.pre_episodes,
+           "online_wall_s": wall}
+    for name, jct in (("frozen", frozen_jct), ("online", online_jct), ("online_greedy", replay)):
+        ratio = [a / b for a, b in zip(jct, yard, strict=True)]
+        out[name] = {"avg_jct_s": jct, "ratio": ratio,
+                     "recovery_episode": recovery_episode(ratio, cfg.pre_episodes, cfg.recovery_window,
+                                                          cfg.recovery_tolerance),
+                     "post_ratio_last": float(np.mean(ratio[-max(cfg.recovery_window, cfg.post_episodes // 3):]))}
+    return out

@@ -1,0 +1,95 @@
+"""`edgegen schedule bench/train` smoke runs with tiny budgets, report section, errors; RLlib path (skips without
+ray[rllib])."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgegen.cli import main
+
+EDGEGEN = [str(Path(sys.executable).parent / "edgegen")]
+TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-env-steps", "128", "--ppo.n-envs", "2",
+        "--ppo.n-steps", "32", "--ppo.batch-size", "32", "--ppo.n-epochs", "1", "--ppo.hidden-size", "8",
+        "--ppo.eval-every-env-steps", "64", "--ppo.curve-episodes", "1", "--online-cfg.pre-episodes", "1",
+        "--online-cfg.post-episodes", "2", "--online-cfg.n-steps", "16", "--online-cfg.recovery-window", "1",
+        "--quiet"]
+
+
+def test_bench_tiny_budget_and_report(tmp_path):
+    out = tmp_path / "bench"
+    cmd = EDGEGEN + ["schedule", "bench", "--out", str(out), "--load", "0.5", "0.9",
+                     "--policies", "fifo", "mct", "min_min", "heft", "masked_ppo", *TINY]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["kind"] == "schedule_bench" and list(s["results"]) == ["0.5", "0.9"]
+    for load, res in s["results"].items():
+        assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "masked_ppo"]
+        for r in res.values():
+            assert {"avg_jct_s", "makespan_s", "utilization"} <= set(r)
+            assert r["avg_jct_s"] >= res["lower_bound"]["avg_jct_s"] - 1e-9
+        per = json.loads((out / "heuristics" / "seed_0" / "summary.json").read_text())
+        assert res["mct"]["avg_jct_s"] == pytest.approx(per["results"]["mct"][load]["avg_jct_s"])
+        a = s["acceptance"][load]
+        best = min(("fifo", "mct", "min_min", "heft"), key=lambda h: res[h]["avg_jct_s"])
+        assert a["best_heuristic"] == best
+        gain = 100 * (res[best]["avg_jct_s"] - res["masked_ppo"]["avg_jct_s"]) / res[best]["avg_jct_s"]
+        assert a["masked_ppo_gain_pct"] == pytest.approx(gain)
+    for name in ("frozen", "online", "online_greedy"):
+        assert len(s["online"][name]["ratio_mean"]) == 3
+    for name in ("jct_vs_load", "learning_curves", "online_adaptation"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 0
+    assert (out / "masked_ppo" / "seed_0" / "ckpt" / "model.zip").exists()
+    assert "| mct |" in done.stdout
+
+    report = tmp_path / "B.md"
+    assert main(["report", str(tmp_path), "--out", str(report), "--figures", str(tmp_path / "fig"),
+                 "--readme", "None"]) == 0
+    text = report.read_text()
+    assert "## 10. RL scheduling of deep-learning tasks" in text
+    r = s["results"]["0.9"]["mct"]
+    assert f"{r['avg_jct_s']:.2f} ± {r['avg_jct_s_std']:.2f}" in text
+    assert "Online adaptation" in text and "![jct_vs_load]" in text
+
+    # finished jobs are skipped on a re-run
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and json.loads((out / "summary.json").read_text())["results"] == s["results"]
+
+
+def test_train_command_tiny(tmp_path, capsys):
+    args = ["schedule", "train", "--out", str(tmp_path / "t"), "--bench.load", "0.8", "--bench.test-episodes", "1",
+            "--bench.num-jobs", "6", "--bench.ppo.total-env-steps", "64", "--bench.ppo.n-envs", "1",
+            "--bench.ppo.n-steps", "32", "--bench.ppo.batch-size", "32", "--bench.ppo.hidden-size", "8",
+            "--bench.ppo.eval-every-env-steps", "32", "--bench.ppo.curve-episodes", "1"]
+    assert main(args + ["--quiet"]) == 0
+    summary = json.loads((tmp_path / "t" / "summary.json").read_text())
+    assert set(summary["results"]) == {"masked_ppo", "mct", "min_min"}
+    assert "model.zip" in capsys.readouterr().out
+
+
+def test_bad_flags_get_clear_errors(tmp_path, capsys):
+    assert main(["schedule", "bench", "--out", str(tmp_path), "--policies", "fifo", "masked_ppo",
+                 "--test-mix", "data_heavy"]) == 2
+    assert "held out" in capsys.readouterr().err
+    assert main(["schedule", "bench", "--out", str(tmp_path), "--load", "3.0"]) == 2
+    assert "load" in capsys.readouterr().err
+
+
+def test_rllib_ppo_tiny_budget_same_metrics(tmp_path):
+    pytest.importorskip("ray.rllib")
+    from edgegen.scheduling.bench import ScheduleBenchConfig, run_bench
+
+    cfg = ScheduleBenchConfig(out=tmp_path / "r", load=(0.8,), seeds=1, test_episodes=1, num_jobs=6,
+                              policies=("mct", "rllib_ppo"), rllib_env_steps=100, rllib_train_batch_size=100,
+                              quiet=True)
+    s = run_bench(cfg)
+    import ray
+
+    ray.shutdown()
+    r = s["results"]["0.8"]["rllib_ppo"]
+    assert set(s["results"]["0.8"]["mct"]) <= set(r) and r["env_steps"] >= 100
+    assert "rllib_ppo_gain_pct" in s["acceptance"]["0.8"]
+    assert len((tmp_path / "r" / "rllib_ppo" / "seed_0" / "metrics.csv").read_text().splitlines()) >= 2

@@ -1,0 +1,134 @@
+"""DLSchedule-v0: hand-checked formulas, env contract (env_checker, seeding, masks), episode accounting."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import edgegen.scheduling  # noqa: F401  (registers the env)
+from edgegen.config import ConfigError
+from edgegen.scheduling.env import (
+    AGENT_KINDS,
+    DLScheduleConfig,
+    DLScheduleEnv,
+    exec_time_s,
+    fluid_capacity_jobs_per_s,
+    fluid_makespan_s,
+    run_episode,
+    upward_rank_s,
+)
+
+
+def random_masked(seed=0):
+    rng = np.random.default_rng(seed)
+    return lambda env, obs, mask: int(rng.choice(np.flatnonzero(mask)))
+
+
+def test_exec_time_by_hand():
+    # 60 TFLOP at 60 TFLOP/s = 1 s, plus 25 MB over 25 MB/s = 1 s; 90 GB does not fit in 80 GB
+    ex = exec_time_s([60.0, 6.0], [25.0, 0.0], [10.0, 90.0], [60.0, 1.5], [80.0, 64.0], [25.0, 600.0])
+    assert ex[0, 0] == pytest.approx(2.0)
+    assert ex[0, 1] == pytest.approx(60 / 1.5 + 25 / 600)
+    assert ex[1, 0] == np.inf and ex[1, 1] == np.inf
+
+
+def test_fluid_makespan_and_upward_rank_by_hand():
+    assert fluid_makespan_s(np.array([[1.0, np.inf], [1.0, 1.0]])) == pytest.approx(1.0)
+    assert fluid_makespan_s(np.array([[2.0, 2.0], [2.0, 2.0]])) == pytest.approx(2.0)
+    # one task of 3 s on either agent, one of 1 s on agent 0 only: 1 + x*3 = (1-x)*3 -> x = 1/3, T = 2
+    assert fluid_makespan_s(np.array([[3.0, 3.0], [1.0, np.inf]])) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="fits on no agent"):
+        fluid_makespan_s(np.array([[np.inf, np.inf]]))
+    np.testing.assert_allclose(upward_rank_s([1.0, 2.0, 3.0, 1.0], [[1, 2], [3], [], []]), [1 + 2 + 1, 3, 3, 1])
+
+
+def test_registered_env_passes_env_checker():
+    env = gym.make("edgegen/DLSchedule-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    assert isinstance(env.unwrapped, DLScheduleEnv)
+
+
+def test_seeded_reset_is_deterministic_and_owns_its_rng():
+    a, b = DLScheduleEnv(), DLScheduleEnv()
+    oa, _ = a.reset(seed=5)
+    np.random.seed(0)  # the global RNG must not matter
+    ob, _ = b.reset(seed=5)
+    np.testing.assert_array_equal(oa, ob)
+    np.testing.assert_array_equal(a.job_arrival_s, b.job_arrival_s)
+    assert run_episode(a, random_masked(1), seed=5) == run_episode(b, random_masked(1), seed=5)
+    a.reset(seed=6)
+    assert not np.array_equal(a.job_arrival_s, b.job_arrival_s)
+
+
+def test_single_task_episode_by_hand():
+    env = DLScheduleEnv(agents=("cloud_gpu",), num_jobs=1, dag=False, mixes=("inference_heavy",))
+    obs, info = env.reset(seed=0, options={"mix": "balanced"})
+    mask = info["action_mask"].astype(bool)
+    assert mask[env.encode(0, 0)] and not mask[env.wait_action]  # nothing running, nothing left to arrive
+    assert mask.sum() == 1
+    ex = env.exec_s[0, 0]
+    spec = AGENT_KINDS["cloud_gpu"]
+    assert ex == pytest.approx(env.task_compute_tflop[0] / spec[0] + env.task_data_mb[0] / spec[2])
+    obs, reward, terminated, truncated, info = env.step(env.encode(0, 0))
+    assert terminated and not truncated
+    assert reward == pytest.approx(-ex / 10.0)  # -(elapsed x jobs in system) / (time_scale_s x num_jobs)
+    assert info["avg_jct_s"] == pytest.approx(ex) and info["makespan_s"] == pytest.approx(ex)
+    assert info["utilization"] == pytest.approx(1.0)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+
+
+def test_return_is_minus_average_jct_and_schedule_is_feasible():
+    env = DLScheduleEnv(loads=(0.95,), num_jobs=40, window=6)
+    out = run_episode(env, random_masked(3), seed=11)
+    assert out["return"] == pytest.approx(-out["avg_jct_s"] / env.config.time_scale_s, rel=1e-9)
+    start, finish, agent = env.task_start_s, env.task_finish_s, env.task_agent
+    assert np.all(np.isfinite(finish))
+    np.testing.assert_allclose(finish - start, env.exec_s[np.arange(len(agent)), agent])
+    for i, preds in enumerate(env.task_preds):  # DAG precedence
+        assert all(start[i] >= finish[p] - 1e-9 for p in preds)
+        assert start[i] >= env.job_arrival_s[env.task_job[i]] - 1e-12
+    for k in range(env.num_agents):  # one task at a time per agent
+        mine = np.flatnonzero(agent == k)
+        order = mine[np.argsort(start[mine])]
+        assert np.all(start[order[1:]] >= finish[order[:-1]] - 1e-9)
+    assert np.all(env.task_memory_gb <= env.agent_table[agent, 1])
+    jct = env.job_finish_s - env.job_arrival_s
+    assert out["avg_jct_s"] == pytest.approx(jct.mean())
+
+
+def test_mask_matches_env_rules_and_invalid_actions():
+    env = DLScheduleEnv(invalid_action="error", num_jobs=20)
+    _, info = env.reset(seed=2)
+    env.step(env.encode(0, 0))  # the cloud GPU fits every task
+    mask = env.action_masks()
+    assert not mask[env.encode(0, 0)]  # agent 0 is busy now
+    with pytest.raises(ValueError, match="busy"):
+        env.step(env.encode(0, 0))
+    with pytest.raises(ValueError, match="integer"):
+        env.step(1.5)
+    pen = DLScheduleEnv(num_jobs=20, invalid_penalty=2.0)
+    pen.reset(seed=2)
+    pen.step(pen.encode(0, 0))
+    now = pen.now_s
+    _, reward, _, _, info = pen.step(pen.encode(0, 0))  # documented: penalty, then treated as wait
+    assert info["invalid"] and reward <= -2.0 and pen.now_s > now
+    assert pen.decisions == 2
+
+
+def test_load_sets_the_arrival_rate():
+    cfg = DLScheduleConfig(num_jobs=3000, loads=(0.5,))
+    env = DLScheduleEnv(cfg)
+    env.reset(seed=0)
+    rate = (cfg.num_jobs - 1) / env.job_arrival_s[-1]
+    assert rate == pytest.approx(0.5 * fluid_capacity_jobs_per_s(cfg.agents, "balanced", True), rel=0.06)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"window": 0}, "window"), ({"loads": (3.0,)}, "loads"), ({"mixes": ("nope",)}, "mixes"),
+    ({"agents": ("edge_gpu",)}, "no agent has"), ({"invalid_action": "ignore"}, "invalid_action"),
+    ({"agents": ()}, "num_agents"),
+])
+def test_bad_config_names_the_field(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        DLScheduleEnv(**bad)

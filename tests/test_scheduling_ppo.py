@@ -1,0 +1,85 @@
+"""Masked PPO pieces: pair scorer contract, recovery metric by hand, a tiny training run; slow: learning."""
+
+import numpy as np
+import pytest
+import torch
+
+from edgegen.scheduling.env import DLScheduleConfig, DLScheduleEnv, run_episode
+from edgegen.scheduling.heuristics import heuristic_policy
+from edgegen.scheduling.ppo import PairScorer, PPOConfig, greedy_policy, recovery_episode, train
+
+
+def test_pair_scorer_is_equivariant_to_window_slots():
+    env = DLScheduleEnv(window=4, num_jobs=30, loads=(1.0,))
+    obs, _ = env.reset(seed=1)
+    for _ in range(12):  # build up a queue
+        obs, *_ = env.step(int(np.flatnonzero(env.action_masks())[-1]))
+    layout = env.obs_layout()
+    torch.manual_seed(0)
+    net = PairScorer(layout, 16)
+    x = torch.as_tensor(obs)[None]
+    swapped = obs.copy()
+    for name in ("pair", "task"):
+        a, b, shape = layout[name]
+        block = swapped[a:b].reshape(shape)
+        block[[0, 1]] = block[[1, 0]]
+        swapped[a:b] = block.reshape(-1)
+    y, y2 = net(x)[0].detach(), net(torch.as_tensor(swapped)[None])[0].detach()
+    m = env.num_agents
+    torch.testing.assert_close(y2[:m], y[m:2 * m])
+    torch.testing.assert_close(y2[m:2 * m], y[:m])
+    torch.testing.assert_close(y2[2 * m:], y[2 * m:])  # the other slots and the wait logit
+
+
+def test_recovery_episode_by_hand():
+    ratio = [1.0, 1.0, 2.0, 2.0, 1.5, 1.02, 1.0]
+    # target 1.05; rolling means of 2 post-shift ratios: 2, 1.75, 1.26, 1.01 -> the window ending at post index 4
+    assert recovery_episode(ratio, pre=2, window=2, tolerance=0.05) == 4
+    assert recovery_episode([1.0, 3.0, 3.0], pre=1, window=1, tolerance=0.5) is None
+    assert recovery_episode([1.0, 1.0], pre=1, window=1, tolerance=0.0) == 0
+
+
+def test_tiny_training_run_logs_a_curve_and_keeps_best(tmp_path):
+    from edgegen.runs import RunDir
+
+    cfg = PPOConfig(total_env_steps=256, n_envs=2, n_steps=64, batch_size=32, n_epochs=1, eval_every_env_steps=128,
+                    curve_episodes=1, hidden_size=8)
+    run = RunDir(tmp_path, tensorboard=False)
+    env_cfg = DLScheduleConfig(num_jobs=6, mixes=("inference_heavy",))
+    model, info = train(cfg, env_cfg, 0, run)
+    rows = run.read_metrics()
+    assert [r["step"] for r in rows] == [0, 128, 256]
+    assert info["env_steps"] == 256 and info["kept_curve_avg_jct_s"] == min(r["curve_avg_jct_s"] for r in rows)
+    out = run_episode(DLScheduleEnv(env_cfg), greedy_policy(model), seed=3)
+    assert out["invalid_actions"] == 0
+
+
+@pytest.mark.slow
+def test_masked_ppo_learns_to_approach_mct():
+    """60k steps (~2 min on one core) from random weights: within 30% of MCT on held-out balanced episodes at
+    load 0.8 (the bench measured 1-23% behind MCT after 150k steps) and far better than random assignment."""
+    torch.set_num_threads(1)
+    cfg = PPOConfig(total_env_steps=60_000, eval_every_env_steps=10_000)
+    env_cfg = DLScheduleConfig(loads=(0.5, 0.8, 0.95), mixes=("inference_heavy", "training_heavy", "data_heavy"))
+    model, _ = train(cfg, env_cfg, 0)
+    env = DLScheduleEnv()
+    opts = {"load": 0.8, "mix": "balanced"}
+    ppo = np.mean([run_episode(env, greedy_policy(model), 100 + s, opts)["avg_jct_s"] for s in range(5)])
+    mct = np.mean([run_episode(env, heuristic_policy("mct"), 100 + s, opts)["avg_jct_s"] for s in range(5)])
+    rnd = np.mean([run_episode(env, heuristic_policy("random"), 100 + s, opts)["avg_jct_s"] for s in range(5)])
+    assert ppo <= 1.3 * mct and ppo < 0.6 * rnd
+
+
+def test_warm_start_imitates_the_heuristic():
+    from edgegen.scheduling.ppo import make_model, warm_start
+
+    torch.set_num_threads(1)
+    env_cfg = DLScheduleConfig(num_jobs=10, mixes=("inference_heavy",))
+    cfg = PPOConfig(total_env_steps=64, n_envs=1, n_steps=64, batch_size=64, eval_every_env_steps=0,
+                    warm_start="min_min", warm_start_decisions=1500, warm_start_epochs=5, hidden_size=32)
+    model = make_model(cfg, env_cfg, 0)
+    info = warm_start(model, cfg, env_cfg, 0)
+    assert info["warm_start_decisions"] >= 1500
+    assert info["warm_start_agreement"] > 0.7  # an untrained scorer picks min-min's action far less often
+    with pytest.raises(Exception, match="warm_start"):
+        PPOConfig(warm_start="edf").validate()
