@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install run test test-slow bench bench-fedtune bench-moe bench-scheduling bench-gdm bench-cot bench-serve report lint clean
+.PHONY: install run test test-slow bench bench-fedtune bench-moe bench-scheduling bench-gdm bench-gdm-detect bench-cot bench-serve report lint clean
 
 install: $(STAMP)
 
@@ -38,6 +38,7 @@ bench: install
 	$(MAKE) bench-scheduling
 	$(MAKE) bench-cot
 	$(MAKE) bench-gdm
+	$(MAKE) bench-gdm-detect
 	$(MAKE) bench-serve
 
 # Federated fine-tuning: LoRA on both tiers (every method, 3 seeds) + device selection on digits (issue 3),
@@ -79,6 +80,13 @@ bench-scheduling: install
 bench-gdm: install
 	$(BIN)/edgegen gdm train-bench --out runs/gdm-train-bench --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen gdm fed bench --out runs/gdm-fed-bench --seeds 3 --quiet
+	$(BIN)/edgegen report runs --out BENCHMARKS.md
+
+# Secure collaborative sampling (issue 9): per seed a short central pre-training, a clean and five backdoored
+# federated fine-tunes (box, stop sign, blend, TrojDiff, adaptive trigger), then detection at the edge.
+# About 25 min on 2 cores.
+bench-gdm-detect: install
+	$(BIN)/edgegen gdm detect bench --out runs/gdm-detect --seeds 3 --workers 2 --quiet
 	$(BIN)/edgegen report runs --out BENCHMARKS.md
 
 # Live AaaS service (issue 12): trains 4 worker DDPMs + D2SAC on their measured utility (cached in the bench

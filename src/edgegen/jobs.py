@@ -44,6 +44,21 @@ def run_jobs(fn: Callable[..., dict], jobs: Sequence[tuple], workers: int = 1, r
     return results
 
 
+def start_bench(cfg: Any) -> tuple[str, list[int], float, float]:
+    """Common start of a seeded bench: create ``cfg.out``, write its ``bench_config.json`` and return (the command
+    line, the seeds ``first_seed .. first_seed + seeds - 1``, the earlier runs' wall seconds (``earlier_wall_s``),
+    the start time from ``time.perf_counter``)."""
+    import dataclasses
+    import time
+
+    from edgegen.runs import current_command
+
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    return current_command(), seeds, earlier_wall_s(cfg.out), time.perf_counter()
+
+
 def earlier_wall_s(bench_dir: Path) -> float:
     """``bench_wall_s`` of the bench's previous summary.json (0 if none): a re-run of a finished bench skips its
     jobs, so its own wall time is added to the first run's rather than replacing it."""

@@ -279,6 +279,8 @@ SECTIONS = [
      "edgegen.microservices.cot.case_study:report_section"),
     ("gdm_train_bench", "## 7. Quantized federated diffusion training", "edgegen.gdm.train:report_section"),
     ("gdm_fed_bench", "## 7. Quantized federated diffusion training", "edgegen.gdm.fed_bench:report_section"),
+    ("gdm_detect_bench", "## 8. Secure collaborative sampling (backdoor detection)",
+     "edgegen.gdm.detect_bench:report_section"),
     ("schedule_bench", "## 10. RL scheduling of deep-learning tasks", "edgegen.scheduling.bench:report_section"),
     ("serve_bench", "## 11. Live AaaS service", "edgegen.serve.bench:report_section"),
 ]

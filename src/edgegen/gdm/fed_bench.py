@@ -20,8 +20,8 @@ import torch
 from edgegen.config import ConfigError, check_range
 from edgegen.gdm import allocation
 from edgegen.gdm.federated import METHODS, GdmFedConfig, run
-from edgegen.jobs import earlier_wall_s, run_jobs
-from edgegen.runs import RunDir, current_command, save_figure
+from edgegen.jobs import run_jobs, start_bench
+from edgegen.runs import RunDir, save_figure
 from edgegen.seeding import derive_seed
 
 AGG_KEYS = ("feature_fid", "fid_ratio", "class_entropy", "precision", "recall", "uplink_bytes", "uplink_bytes_fp32",
@@ -98,12 +98,7 @@ def allocation_check_cached(cfg: GdmFedBenchConfig) -> dict | None:
 
 def run_bench(cfg: GdmFedBenchConfig) -> dict:
     cfg.validate()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-    command = current_command()
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
-    earlier_s = earlier_wall_s(cfg.out)
-    started = time.perf_counter()
+    command, seeds, earlier_s, started = start_bench(cfg)
     jobs = [(cfg, m, s, command) for s in seeds for m in cfg.methods]
     results = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                        describe=lambda job, r: f"{job[1]} seed {job[2]}: FID {r['feature_fid']:.2f}")

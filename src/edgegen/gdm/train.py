@@ -422,16 +422,10 @@ def _bench_job(cfg: TrainBenchConfig, variant: str, seed: int, command: str) -> 
 
 def run_bench(cfg: TrainBenchConfig) -> dict:
     """Train every (variant, seed); write OUT/summary.json (kind gdm_train_bench), plots and per-run dirs."""
-    from edgegen.jobs import earlier_wall_s, run_jobs
-    from edgegen.runs import current_command
+    from edgegen.jobs import run_jobs, start_bench
 
     cfg.validate()
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    (cfg.out / "bench_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-    command = current_command()
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
-    earlier_s = earlier_wall_s(cfg.out)
-    started = time.perf_counter()
+    command, seeds, earlier_s, started = start_bench(cfg)
     import os
 
     os.environ.setdefault("EDGEGEN_CACHE", str(Path("runs/cache").resolve()))  # same cache for Ray workers
