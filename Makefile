@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: install run test test-slow bench bench-fedtune bench-moe bench-scheduling bench-gdm bench-gdm-detect bench-cot bench-serve report lint clean
+.PHONY: install run test test-slow bench bench-fedtune bench-moe bench-scheduling bench-gdm bench-gdm-detect bench-gdm-ddpo bench-cot bench-serve report lint clean
 
 install: $(STAMP)
 
@@ -39,6 +39,7 @@ bench: install
 	$(MAKE) bench-cot
 	$(MAKE) bench-gdm
 	$(MAKE) bench-gdm-detect
+	$(MAKE) bench-gdm-ddpo
 	$(MAKE) bench-serve
 
 # Federated fine-tuning: LoRA on both tiers (every method, 3 seeds) + device selection on digits (issue 3),
@@ -87,6 +88,12 @@ bench-gdm: install
 # About 25 min on 2 cores.
 bench-gdm-detect: install
 	$(BIN)/edgegen gdm detect bench --out runs/gdm-detect --seeds 3 --workers 2 --quiet
+	$(BIN)/edgegen report runs --out BENCHMARKS.md
+
+# RL fine-tuning of the digits DDPM, DDPO-style (issue 10): class, digit-set, diversity and multitask rewards plus
+# the pretraining-loss sweep, 3 seeds each (base models trained once if missing). About 30 min on 2 cores.
+bench-gdm-ddpo: install
+	$(BIN)/edgegen gdm ddpo --seeds 3 --workers 2 --out runs/gdm-ddpo --quiet
 	$(BIN)/edgegen report runs --out BENCHMARKS.md
 
 # Live AaaS service (issue 12): trains 4 worker DDPMs + D2SAC on their measured utility (cached in the bench

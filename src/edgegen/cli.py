@@ -18,6 +18,7 @@ from edgegen.fedtune.bench import LoraBenchConfig
 from edgegen.fedtune.kd_bench import KDBenchConfig
 from edgegen.fedtune.rounds import FedConfig
 from edgegen.fedtune.unlearn_bench import UnlearnBenchConfig
+from edgegen.gdm.ddpo_bench import DDPOBenchConfig as GdmDDPOBenchConfig
 from edgegen.gdm.detect_bench import DetectBenchConfig as GdmDetectBenchConfig
 from edgegen.gdm.fed_bench import GdmFedBenchConfig
 from edgegen.gdm.train import TrainArgs as GdmTrainArgs
@@ -201,6 +202,15 @@ def gdm_fed_bench(cfg) -> None:
     print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
 
 
+def gdm_ddpo(cfg) -> None:
+    from edgegen.gdm.ddpo_bench import format_table, run_bench
+
+    summary = run_bench(cfg)
+    print(format_table(summary))
+    print(json.dumps(summary["acceptance"], indent=2))
+    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+
+
 def gdm_detect_bench(cfg) -> None:
     from edgegen.gdm.detect_bench import format_attack_table, format_detection_table, run_bench
 
@@ -293,6 +303,8 @@ COMMANDS = {
             "bench": (GdmFedBenchConfig, gdm_fed_bench,
                       "Federated DDPM: fp32 FedAvg vs fixed-Q vs dynamic-Q with energy-optimal allocation."),
         },
+        "ddpo": (GdmDDPOBenchConfig, gdm_ddpo,
+                 "DDPO fine-tuning of the digits DDPM: class / set / diversity / multitask rewards, λ sweep."),
         "detect": {
             "bench": (GdmDetectBenchConfig, gdm_detect_bench,
                       "Backdoored federated DDPM: collaborative sampling, trigger detectors, ASR before/after."),

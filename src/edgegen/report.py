@@ -281,6 +281,7 @@ SECTIONS = [
     ("gdm_fed_bench", "## 7. Quantized federated diffusion training", "edgegen.gdm.fed_bench:report_section"),
     ("gdm_detect_bench", "## 8. Secure collaborative sampling (backdoor detection)",
      "edgegen.gdm.detect_bench:report_section"),
+    ("gdm_ddpo_bench", "## 9. RL fine-tuning of diffusion models (DDPO)", "edgegen.gdm.ddpo_bench:report_section"),
     ("schedule_bench", "## 10. RL scheduling of deep-learning tasks", "edgegen.scheduling.bench:report_section"),
     ("serve_bench", "## 11. Live AaaS service", "edgegen.serve.bench:report_section"),
 ]
