@@ -193,41 +193,27 @@ def gdm_train_bench(cfg) -> None:
     print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
 
 
-def gdm_fed_bench(cfg) -> None:
-    from edgegen.gdm.fed_bench import format_table, run_bench
+def _bench_command(module: str, *tables: str):
+    """A command that runs `module.run_bench(cfg)`, prints the module's tables of the summary (functions named in
+    `tables`) and its acceptance block, and says where the summary and plots are."""
 
-    summary = run_bench(cfg)
-    print(format_table(summary))
-    print(json.dumps(summary["acceptance"], indent=2))
-    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+    def command(cfg) -> None:
+        import importlib
 
+        mod = importlib.import_module(module)
+        summary = mod.run_bench(cfg)
+        for table in tables:
+            print(getattr(mod, table)(summary))
+        print(json.dumps(summary["acceptance"], indent=2))
+        print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
 
-def gdm_ddpo(cfg) -> None:
-    from edgegen.gdm.ddpo_bench import format_table, run_bench
-
-    summary = run_bench(cfg)
-    print(format_table(summary))
-    print(json.dumps(summary["acceptance"], indent=2))
-    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
-
-
-def gdm_detect_bench(cfg) -> None:
-    from edgegen.gdm.detect_bench import format_attack_table, format_detection_table, run_bench
-
-    summary = run_bench(cfg)
-    print(format_attack_table(summary))
-    print(format_detection_table(summary))
-    print(json.dumps(summary["acceptance"], indent=2))
-    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+    return command
 
 
-def cot_bench(cfg) -> None:
-    from edgegen.microservices.cot.bench import format_table, run_bench
-
-    summary = run_bench(cfg)
-    print(format_table(summary))
-    print(json.dumps(summary["acceptance"], indent=2))
-    print(f"\nsummary: {cfg.out / 'summary.json'}\nplots:   {cfg.out / 'plots'}")
+gdm_fed_bench = _bench_command("edgegen.gdm.fed_bench", "format_table")
+gdm_ddpo = _bench_command("edgegen.gdm.ddpo_bench", "format_table")
+gdm_detect_bench = _bench_command("edgegen.gdm.detect_bench", "format_attack_table", "format_detection_table")
+cot_bench = _bench_command("edgegen.microservices.cot.bench", "format_table")
 
 
 def cot_case_study(cfg) -> None:

@@ -322,8 +322,9 @@ def format_table(summary: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in summary["results"].items():
         to_target = max(r["wall_to_target_s_per_seed"])
+        entropy = r["class_entropy_after"] + 0.0  # no "-0.000"
         lines.append(f"| {name} | {r['pretrain_weight']:g} | {r['reward_before']:.3f} | {r['reward_after']:.3f} ± "
-                     f"{r['reward_after_std']:.3f} | {r['class_entropy_after']:.3f} | {r['feature_fid_after']:.2f} | "
+                     f"{r['reward_after_std']:.3f} | {entropy:.3f} | {r['feature_fid_after']:.2f} | "
                      f"{r['approx_kl_mean']:.1e} / {r['approx_kl_max']:.1e} | {r['clip_frac_mean']:.2f} | "
                      f"{r['wall_s']:.0f} | {'–' if not math.isfinite(to_target) else f'{to_target:.0f}'} |")
     return "\n".join(lines)

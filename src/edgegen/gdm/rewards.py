@@ -101,4 +101,4 @@ def normalised_class_entropy(probs: torch.Tensor) -> float:
     """Entropy of the predicted-class histogram (argmax of each row of `probs` (N, 10)) divided by log 10:
     1 for a uniform spread over the ten digits, 0 when every sample is the same digit."""
     hist = torch.bincount(probs.argmax(1), minlength=probs.shape[1]).double()
-    return float(entropy(hist / hist.sum()) / math.log(probs.shape[1]))
+    return float(entropy(hist / hist.sum()) / math.log(probs.shape[1])) + 0.0  # + 0.0 turns −0.0 into 0.0
