@@ -36,11 +36,11 @@ from edgegen.config import ConfigError, check_choice, check_range, from_dict
 from edgegen.serve.http import (
     TOKEN_ENV,
     HTTPError,
-    check_token,
     exit_zero_after_drain,
     parse_generate,
     read_json,
     read_token,
+    token_app,
 )
 
 POLICIES = ("d2sac", "prophet", "crash_avoid", "round_robin", "random")
@@ -560,7 +560,7 @@ def _detail(r) -> str:
 
 
 def make_app(gateway: Gateway):
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.responses import HTMLResponse
 
     @contextlib.asynccontextmanager
@@ -569,19 +569,7 @@ def make_app(gateway: Gateway):
         yield
         await gateway.stop()
 
-    app = FastAPI(title="edgegen AaaS gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        try:
-            check_token(request, gateway.token)
-        except HTTPError as err:
-            return err.response()
-        return await call_next(request)
-
-    @app.exception_handler(HTTPError)
-    async def http_error(request: Request, err: HTTPError):
-        return err.response()
+    app = token_app("edgegen AaaS gateway", lifespan, gateway.token)
 
     @app.post("/v1/generate")
     async def generate(request: Request):

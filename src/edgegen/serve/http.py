@@ -49,6 +49,29 @@ def read_token(token_env: str = TOKEN_ENV, generate: bool = False) -> str:
     return token
 
 
+def token_app(title: str, lifespan, token: str):
+    """A FastAPI app (no docs pages) whose every request must carry `token` (``check_token``) and whose
+    ``HTTPError``s become JSON error responses."""
+    from fastapi import FastAPI
+    from fastapi import Request as FastAPIRequest
+
+    app = FastAPI(title=title, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def auth(request: FastAPIRequest, call_next):
+        try:
+            check_token(request, token)
+        except HTTPError as err:
+            return err.response()
+        return await call_next(request)
+
+    @app.exception_handler(HTTPError)
+    async def http_error(request: FastAPIRequest, err: HTTPError):
+        return err.response()
+
+    return app
+
+
 def check_token(request: Request, token: str) -> None:
     """Raise 401 unless the request carries the token (Bearer header or ?token=); constant-time comparison."""
     header = request.headers.get("authorization", "")

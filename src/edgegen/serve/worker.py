@@ -36,11 +36,11 @@ from edgegen.config import ConfigError, check_range
 from edgegen.serve.http import (
     TOKEN_ENV,
     HTTPError,
-    check_token,
     exit_zero_after_drain,
     parse_generate,
     read_json,
     read_token,
+    token_app,
 )
 
 
@@ -218,7 +218,7 @@ def load_engine(cfg: WorkerConfig) -> DenoisingEngine:
 
 def make_app(cfg: WorkerConfig, engine: DenoisingEngine, token: str):
     """The worker's FastAPI app; a background task runs the batched denoising ticks."""
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.responses import JSONResponse
 
     wake = asyncio.Event()
@@ -245,21 +245,8 @@ def make_app(cfg: WorkerConfig, engine: DenoisingEngine, token: str):
         yield
         task.cancel()
 
-    app = FastAPI(title=f"edgegen ASP worker {cfg.name}", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = token_app(f"edgegen ASP worker {cfg.name}", lifespan, token)
     train_meta = _model_summary(cfg.model_dir)
-
-    @app.middleware("http")
-    async def auth(request: Request, call_next):
-        try:
-            check_token(request, token)
-        except HTTPError as err:
-            return err.response()
-        return await call_next(request)
-
-    @app.exception_handler(HTTPError)
-    async def http_error(request: Request, err: HTTPError):
-        return err.response()
 
     @app.post("/v1/denoise")
     async def denoise(request: Request):
