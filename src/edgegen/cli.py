@@ -290,7 +290,7 @@ COMMANDS = {
                       "Federated DDPM: fp32 FedAvg vs fixed-Q vs dynamic-Q with energy-optimal allocation."),
         },
         "ddpo": (GdmDDPOBenchConfig, gdm_ddpo,
-                 "DDPO fine-tuning of the digits DDPM: class / set / diversity / multitask rewards, λ sweep."),
+                 "DDPO fine-tuning of the digits DDPM: class / set / diversity / multitask / mixed rewards, λ sweep."),
         "detect": {
             "bench": (GdmDetectBenchConfig, gdm_detect_bench,
                       "Backdoored federated DDPM: collaborative sampling, trigger detectors, ASR before/after."),

@@ -35,10 +35,18 @@ from edgegen.config import ConfigError, check_choice, check_range
 from edgegen.gdm import rewards as rw
 from edgegen.gdm.ddpm import Schedule, ddim_step, ddim_timesteps, ddpm_loss, gaussian_logprob, sample_loop
 
-REWARDS = ("class", "class_set", "diversity", "brightness", "jpeg", "multitask")
+REWARDS = ("class", "class_set", "diversity", "brightness", "jpeg", "multitask", "mixed")
 """class: p(target_class); class_set: Σ p over target_classes; diversity: class_set + diversity_weight ×
 diversity_gain over groups; brightness; jpeg (compressibility); multitask: conditional model, condition c's
-reward is p(c | x)."""
+reward is p(c | x); mixed: conditional model, conditions of different objectives (``MIXED_TASKS``)."""
+
+PROB_REWARDS = ("class", "class_set", "diversity", "multitask")
+"""Rewards that are probabilities in [0, 1] (the others have their own units: JPEG kB, mixed scales)."""
+
+MIXED_TASKS = {"brightness": (0, 2, 4, 6, 8), "jpeg": (1, 3, 5, 7, 9)}
+"""The `mixed` multitask: even digit conditions are rewarded by brightness ([0, 1]), odd ones by JPEG
+compressibility (−kB, about −0.5 … −1): two objectives of different scale trained jointly in one model, the case
+per-condition advantage tracking (``per_condition``) exists for."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +78,7 @@ class DDPOConfig:
     adv_clip: float = 5.0
     """Advantages are clipped to ±this after z-scoring."""
     per_condition: bool = False
-    """Z-score rewards per condition (multitask) instead of over the whole batch."""
+    """Z-score rewards per condition (multitask, mixed) instead of over the whole batch."""
     inner_epochs: int = 1
     """Passes over each sampled batch."""
     train_batch: int = 512
@@ -117,7 +125,7 @@ class DDPOConfig:
 
     @property
     def conditional(self) -> bool:
-        return self.reward == "multitask"
+        return self.reward in ("multitask", "mixed")
 
 
 # ----------------------------------------------------------------------------------------------- rewards
@@ -128,6 +136,8 @@ def reward_fn(cfg: DDPOConfig, x0: torch.Tensor, cond: torch.Tensor | None) -> t
         return rw.brightness(x0)
     if cfg.reward == "jpeg":
         return rw.jpeg_compressibility(x0)
+    if cfg.reward == "mixed":
+        return mixed_reward(x0, cond)
     from edgegen.gdm.metrics import digit_probs
 
     probs = digit_probs(x0)
@@ -139,6 +149,24 @@ def reward_fn(cfg: DDPOConfig, x0: torch.Tensor, cond: torch.Tensor | None) -> t
     if cfg.reward == "class_set":
         return target
     return target + cfg.diversity_weight * rw.diversity_gain(probs, cfg.target_classes, cfg.group_size)
+
+
+def mixed_reward(x0: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The `mixed` reward: brightness for the conditions in MIXED_TASKS["brightness"], JPEG compressibility for
+    those in MIXED_TASKS["jpeg"], (N,)."""
+    r = torch.zeros(len(x0))
+    for task, fn in (("brightness", rw.brightness), ("jpeg", rw.jpeg_compressibility)):
+        m = torch.isin(cond, torch.tensor(MIXED_TASKS[task]))
+        if m.any():
+            r[m] = fn(x0[m])
+    return r
+
+
+def task_breakdown(cfg: DDPOConfig, x0: torch.Tensor, cond: torch.Tensor | None, r: torch.Tensor) -> dict:
+    """Mean reward of each task of a `mixed` run given its rewards r (N,) ({} for the other rewards)."""
+    if cfg.reward != "mixed":
+        return {}
+    return {f"reward_{task}": float(r[torch.isin(cond, torch.tensor(cs))].mean()) for task, cs in MIXED_TASKS.items()}
 
 
 def task_reward(cfg: DDPOConfig, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -236,13 +264,20 @@ def step_logprobs(model, sched: Schedule, cfg: DDPOConfig, states: torch.Tensor,
 # --------------------------------------------------------------------------------------------- training
 
 def evaluate(model, sched: Schedule, cfg: DDPOConfig, generator: torch.Generator) -> dict:
-    """Task reward (mean), normalised class entropy and the samples themselves on `eval_samples` draws."""
+    """Task reward (mean), normalised class entropy and the samples themselves on `eval_samples` draws; for a
+    conditional model also the mean p(c | x) of the conditions ("class_consistency") and, for `mixed`, each
+    task's mean reward (``task_breakdown``)."""
     from edgegen.gdm.metrics import digit_probs
 
     cond = (torch.arange(cfg.eval_samples) % 10) if cfg.conditional else None
     x = sample_trajectories(model, sched, cfg, cfg.eval_samples, generator, cond).x0
-    return {"reward": float(task_reward(cfg, x, cond).mean()),
-            "class_entropy": rw.normalised_class_entropy(digit_probs(x)), "samples": x}
+    probs = digit_probs(x)
+    r = task_reward(cfg, x, cond)
+    out = {"reward": float(r.mean()), "class_entropy": rw.normalised_class_entropy(probs), "samples": x,
+           "tasks": task_breakdown(cfg, x, cond, r)}
+    if cond is not None:
+        out["class_consistency"] = float(probs.gather(1, cond[:, None])[:, 0].mean())
+    return out
 
 
 def train_ddpo(model, sched: Schedule, cfg: DDPOConfig, pretrain_data: torch.Tensor | None = None,
@@ -288,8 +323,9 @@ def train_ddpo(model, sched: Schedule, cfg: DDPOConfig, pretrain_data: torch.Ten
             lp = step_logprobs(model, sched, cfg, traj.states[:m], traj.actions[:m], traj.timesteps,
                                None if cond is None else cond[:m])
             epoch_kl = float(0.5 * ((lp - traj.logprobs[:m]) ** 2).mean())
-        row = {"epoch": epoch + 1, "reward": float(task_reward(cfg, traj.x0, cond).mean()),
-               "reward_total": float(r.mean()),
+        r_task = task_reward(cfg, traj.x0, cond)
+        row = {"epoch": epoch + 1, "reward": float(r_task.mean()), "reward_total": float(r.mean()),
+               **task_breakdown(cfg, traj.x0, cond, r_task),
                **{k: float(sum(s[k] for s in stats) / len(stats)) for k in ("clip_frac", "loss")},
                "approx_kl": per_update_kl(stats, epoch_kl), "approx_kl_max": max(s["approx_kl"] for s in stats),
                "approx_kl_epoch": epoch_kl,

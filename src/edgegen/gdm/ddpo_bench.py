@@ -3,7 +3,10 @@
 Runs (ids in summary.json): one per name in `reward` (``class``: p(target digit); ``class_set``: Σ p over a set of
 digits, the single reward that collapses; ``diversity``: the same plus the group diversity reward;
 ``multitask``: a class-conditional model, each condition rewarded by its own class probability; ``brightness``,
-``jpeg``), plus the λ sweep ``class_lam<λ>``: the ``class`` run with the pretraining-loss regulariser of weight λ.
+``jpeg``; ``mixed``: the class-conditional model with brightness for even and JPEG compressibility for odd digit
+conditions, run twice: ``mixed`` with per-condition advantage tracking and ``mixed_batch`` with advantages z-scored
+over the whole batch), plus the λ sweep ``class_lam<λ>``: the ``class`` run with the pretraining-loss regulariser of
+weight λ.
 Every run starts from the same base model (``OUT/base_uncond`` or ``OUT/base_cond``: ``train.train`` with the
 default recipe, trained once when missing) and is resumable (``OUT/<run>/seed_<s>``: checkpoint every
 `ckpt_every` epochs, a finished seed is skipped).
@@ -42,8 +45,9 @@ class DDPOBenchConfig:
 
     out: Path = Path("runs/gdm-ddpo")
     """Bench directory."""
-    reward: tuple[str, ...] = ("class", "class_set", "diversity", "multitask")
-    """Rewards to run (one run each): class, class_set, diversity, brightness, jpeg, multitask."""
+    reward: tuple[str, ...] = ("class", "class_set", "diversity", "multitask", "mixed", "brightness", "jpeg")
+    """Rewards to run (one run each; mixed: two, per-condition and batch-wide advantages): class, class_set,
+    diversity, brightness, jpeg, multitask, mixed."""
     lambdas: tuple[float, ...] = (10.0, 100.0)
     """Pretraining-loss weights λ of the sweep on the `class` reward (λ = 0 is the `class` run; empty: no sweep)."""
     epochs: int = 150
@@ -93,12 +97,16 @@ class DDPOBenchConfig:
         return self
 
     def runs(self) -> list[str]:
-        return [*self.reward, *(f"class_lam{lam:g}" for lam in self.lambdas if lam > 0)]
+        ids = [i for r in self.reward for i in (("mixed", "mixed_batch") if r == "mixed" else (r,))]
+        return [*ids, *(f"class_lam{lam:g}" for lam in self.lambdas if lam > 0)]
 
     def run_config(self, run: str, seed: int) -> ddpo.DDPOConfig:
         if run.startswith("class_lam"):
             return dataclasses.replace(self.ddpo, reward="class", pretrain_weight=float(run[len("class_lam"):]),
                                        epochs=self.epochs, seed=seed)
+        if run in ("mixed", "mixed_batch"):
+            return dataclasses.replace(self.ddpo, reward="mixed", per_condition=run == "mixed", epochs=self.epochs,
+                                       seed=seed)
         return dataclasses.replace(self.ddpo, reward=run, epochs=self.epochs, seed=seed)
 
 
@@ -173,13 +181,33 @@ def run_job(cfg: DDPOBenchConfig, name: str, seed: int, command: str) -> dict:
                "approx_kl_max": float(max(r["approx_kl"] for r in later)) if later else math.nan,
                "clip_frac_mean": float(np.mean([r["clip_frac"] for r in rows])),
                "wall_s": rows[-1]["wall_s"] if rows else 0.0,
-               "wall_to_target_s": ddpo.first_reaching(rows, "reward", cfg.reward_target),
-               "curve": [{k: r[k] for k in ("epoch", "reward", "approx_kl", "wall_s")} for r in rows]}
-    order = torch.argsort(torch.arange(len(after["samples"])) % 10, stable=True) if dcfg.conditional else None
-    for tag, ev in (("before", before), ("after", after)):
-        x = ev["samples"] if order is None else ev["samples"][order]
-        save_image_grid(x[:100], out / "plots" / f"samples_{tag}.png", f"{name}, seed {seed}: {tag}")
+               "wall_to_target_s": (ddpo.first_reaching(rows, "reward", cfg.reward_target)
+                                    if dcfg.reward in ddpo.PROB_REWARDS else math.nan),
+               "curve": [{k: v for k, v in r.items() if k in ("epoch", "reward", "approx_kl", "wall_s")
+                          or k.startswith("reward_") and k != "reward_total"} for r in rows]}
+    if dcfg.conditional:
+        summary["class_consistency_before"] = before["class_consistency"]
+        summary["class_consistency_after"] = after["class_consistency"]
+    if before["tasks"]:
+        summary["tasks_before"], summary["tasks_after"] = before["tasks"], after["tasks"]
+    save_grids(out, f"{name}, seed {seed}", before["samples"], after["samples"], dcfg.conditional)
     return run.write_summary(summary, seed, command)
+
+
+def grid_order(conditional: bool, n: int = 100) -> torch.Tensor:
+    """Indices of the samples of a 10×10 grid out of n. ``evaluate`` gives sample i the condition i mod 10, so for
+    a conditional model row c holds samples c, c + 10, …, c + 90 (one row per digit condition); indices ≥ n (a
+    smaller evaluation) are left out."""
+    idx = torch.arange(100)
+    idx = idx.reshape(10, 10).T.reshape(-1) if conditional else idx
+    return idx[idx < n]
+
+
+def save_grids(out: Path, title: str, before: torch.Tensor, after: torch.Tensor, conditional: bool) -> None:
+    """OUT/plots/samples_before.png and samples_after.png (10×10, one row per condition when conditional)."""
+    order = grid_order(conditional, len(after))
+    for tag, x in (("before", before), ("after", after)):
+        save_image_grid(x[order], out / "plots" / f"samples_{tag}.png", f"{title}: {tag}")
 
 
 # --------------------------------------------------------------------------------------------------- bench
@@ -233,6 +261,14 @@ def run_bench(cfg: DDPOBenchConfig) -> dict:
             res[f"{k}_per_seed"] = [p[k] for p in per]
         res["approx_kl_max_max"] = float(max(p["approx_kl_max"] for p in per))
         res["pretrain_weight"] = per[0]["ddpo"]["pretrain_weight"]
+        res["reward_kind"] = per[0]["ddpo"]["reward"]
+        res["per_condition"] = per[0]["ddpo"]["per_condition"]
+        for k in ("class_consistency_before", "class_consistency_after"):
+            if k in per[0]:
+                res[k], res[f"{k}_std"] = _mean_std([p[k] for p in per])
+        for k in ("tasks_before", "tasks_after"):
+            if k in per[0]:
+                res[k] = {t: _mean_std([p[k][t] for p in per]) for t in per[0][k]}
         results[name] = res
         curves[name] = [p["curve"] for p in per]
     summary = {"kind": "gdm_ddpo_bench", "seeds": cfg.seeds, "first_seed": cfg.first_seed, "runs": cfg.runs(),
@@ -260,28 +296,68 @@ def _plt():
     return plt
 
 
+def _band(ax, per: list[list[dict]], key: str, label: str, **kw):
+    """Mean of `key` over seeds against epoch with a min-max band; returns the line."""
+    n = min(len(c) for c in per)
+    epochs = [row["epoch"] for row in per[0][:n]]
+    v = np.array([[row[key] for row in c[:n]] for c in per])
+    (line,) = ax.plot(epochs, v.mean(0), label=label, **kw)
+    ax.fill_between(epochs, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
+    return line
+
+
 def plot_curves(cfg: DDPOBenchConfig, curves: dict) -> Path:
-    """Mean batch reward against epoch (band: min-max over seeds), and per-update approx-KL."""
+    """Mean batch reward of the probability rewards against epoch (band: min-max over seeds), per-update approx-KL
+    of every run, and (``plot_task_curves``) the brightness / JPEG tasks."""
     plt = _plt()
     fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for name, per in curves.items():
+    colors = plt.get_cmap("tab10").colors
+    for i, (name, per) in enumerate(curves.items()):
         n = min(len(c) for c in per)
         epochs = [row["epoch"] for row in per[0][:n]]
-        r = np.array([[row["reward"] for row in c[:n]] for c in per])
         kl = np.array([[row["approx_kl"] for row in c[:n]] for c in per])
-        (line,) = ax.plot(epochs, r.mean(0), label=name)
-        ax.fill_between(epochs, r.min(0), r.max(0), color=line.get_color(), alpha=0.2)
-        ax_kl.semilogy(epochs[1:], np.maximum(kl.mean(0)[1:], 1e-9), color=line.get_color(), label=name)
+        color = colors[i % len(colors)]
+        if cfg.run_config(name, 0).reward in ddpo.PROB_REWARDS:
+            _band(ax, per, "reward", name, color=color)
+        ax_kl.semilogy(epochs[1:], np.maximum(kl.mean(0)[1:], 1e-9), color=color, lw=0.9, label=name)
     ax.axhline(cfg.reward_target, color="k", ls=":", lw=0.8)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("task reward of the sampled batch")
+    ax.set_ylabel("batch reward (probability)")
     ax.legend(fontsize=7)
+    ax_kl.legend(fontsize=6, ncol=2)
     ax_kl.axhline(cfg.max_approx_kl, color="k", ls=":", lw=0.8)
     ax_kl.set_xlabel("epoch")
     ax_kl.set_ylabel("approx-KL per update")
     for a in (ax, ax_kl):
         a.grid(alpha=0.3)
+    plot_task_curves(cfg, curves)
     return save_figure(fig, cfg.out / "plots" / "reward_vs_epoch.png")
+
+
+def plot_task_curves(cfg: DDPOBenchConfig, curves: dict) -> Path | None:
+    """Brightness and JPEG compressibility against epoch: the single-reward runs next to the same task inside the
+    `mixed` multitask runs (per-condition vs batch-wide advantages)."""
+    panels = {}
+    for name, per in curves.items():
+        kind = cfg.run_config(name, 0).reward
+        if kind in ("brightness", "jpeg"):
+            panels.setdefault(kind, []).append((name, per, "reward"))
+        elif kind == "mixed":
+            for task in ddpo.MIXED_TASKS:
+                panels.setdefault(task, []).append((f"{name} ({task} conditions)", per, f"reward_{task}"))
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    labels = {"brightness": "brightness (mean intensity, 0-1)", "jpeg": "compressibility (−JPEG kB)"}
+    for ax, (task, series) in zip(axes[0], sorted(panels.items()), strict=True):
+        for label, per, key in series:
+            _band(ax, per, key, label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(labels[task])
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return save_figure(fig, cfg.out / "plots" / "task_rewards_vs_epoch.png")
 
 
 def plot_lambda(cfg: DDPOBenchConfig, results: dict) -> Path | None:
@@ -339,12 +415,16 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
              f"{summary['seeds']} seed(s) per run, {c['epochs']} epochs of {d['batch_size']} trajectories "
              f"(DDIM η = {d['eta']:g}, {d['sample_steps']} steps), Adam lr {d['lr']:g}, clip range "
              f"{d['clip_range']:g}, {d['batch_size'] // d['train_batch']} update(s) per epoch, advantages z-scored "
-             f"over the batch and clipped to ±{d['adv_clip']:g}. Target digit {d['target_class']}; digit set "
+             f"{'per condition' if d['per_condition'] else 'over the batch'}"
+             f"{' (`mixed` per condition, `mixed_batch` over the batch)' if 'mixed' in summary['runs'] else ''} "
+             f"and clipped to ±{d['adv_clip']:g}. Target digit {d['target_class']}; digit set "
              f"{tuple(d['target_classes'])} for class_set / diversity (diversity weight {d['diversity_weight']:g}, "
              f"groups of {d['group_size']}). Base models: the core's default recipe "
              + ", ".join(f"{k} feature-FID {v['feature_fid']:.2f}" for k, v in summary["base"].items()
                          if v.get("feature_fid") is not None)
-             + ". Rewards before/after on fresh samples of the same sampler; class entropy = entropy of the "
+             + ". Rewards before/after on fresh samples of the same sampler (probabilities, except brightness in "
+             "[0, 1], jpeg in −kB and mixed, the mean over its two tasks: see the task lines below the table); "
+             "class entropy = entropy of the "
              "predicted-digit histogram / log 10; feature-FID against the base model's samples. Values: mean over "
              "seeds.", "", f"Command: `{summary.get('command', '')}`; bench wall time "
              f"{summary['bench_wall_s'] / 60:.1f} min ({summary['workers']} run(s) at a time).", "",
@@ -364,4 +444,21 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
         lines.append(f"- digit set with the diversity reward: normalised class entropy {a['class_entropy_after']:.3f} "
                      f"(≥ {c['min_entropy']:g}) vs {'–' if single is None else f'{single:.3f}'} with the single "
                      f"set reward: **{'met' if a['met'] else 'not met'}**.")
+    lines += mixed_lines(summary)
     return lines + copy_plots(run_dir, figures, out_dir) + [""]
+
+
+def mixed_lines(summary: dict) -> list[str]:
+    """One line per `mixed` run: each task's reward before → after and how well the digits keep their class."""
+    lines = []
+    for name, r in summary["results"].items():
+        if r.get("reward_kind") != "mixed" or "tasks_after" not in r:
+            continue
+        units = {"reward_brightness": "brightness", "reward_jpeg": "compressibility (−kB)"}
+        tasks = "; ".join(f"{units.get(t, t)} {r['tasks_before'][t][0]:.3f} → {r['tasks_after'][t][0]:.3f} ± "
+                          f"{r['tasks_after'][t][1]:.3f}" for t in r["tasks_after"])
+        lines.append(f"- {name} (one conditional model, brightness for even and compressibility for odd digits, "
+                     f"advantages z-scored {'per condition' if r['per_condition'] else 'over the whole batch'}): "
+                     f"{tasks}; p(condition's digit) {r['class_consistency_before']:.3f} → "
+                     f"{r['class_consistency_after']:.3f}.")
+    return lines
