@@ -13,7 +13,8 @@ from edgegen.cli import main
 EDGEGEN = [str(Path(sys.executable).parent / "edgegen")]
 TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-env-steps", "128", "--ppo.n-envs", "2",
         "--ppo.n-steps", "32", "--ppo.batch-size", "32", "--ppo.n-epochs", "1", "--ppo.hidden-size", "8",
-        "--ppo.eval-every-env-steps", "64", "--ppo.curve-episodes", "1", "--online-cfg.pre-episodes", "1",
+        "--ppo.eval-every-env-steps", "64", "--ppo.curve-episodes", "1", "--ppo.warm-start-decisions", "100",
+        "--ppo.warm-start-epochs", "1", "--online-cfg.pre-episodes", "1",
         "--online-cfg.post-episodes", "2", "--online-cfg.n-steps", "16", "--online-cfg.recovery-window", "1",
         "--quiet"]
 
@@ -26,6 +27,8 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert done.returncode == 0, done.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "schedule_bench" and list(s["results"]) == ["0.5", "0.9"]
+    assert s["ppo_warm_start"] == "mct+min_min" and s["hints"] == ["mct", "min_min"]  # the bench's defaults
+    assert s["results"]["0.5"]["masked_ppo"]["warm_start_decisions"] >= 100
     for load, res in s["results"].items():
         assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "masked_ppo"]
         for r in res.values():
@@ -38,7 +41,7 @@ def test_bench_tiny_budget_and_report(tmp_path):
         assert a["best_heuristic"] == best
         gain = 100 * (res[best]["avg_jct_s"] - res["masked_ppo"]["avg_jct_s"]) / res[best]["avg_jct_s"]
         assert a["masked_ppo_gain_pct"] == pytest.approx(gain)
-    for name in ("frozen", "online", "online_greedy"):
+    for name in ("frozen", "online", "frozen_fresh", "online_greedy"):
         assert len(s["online"][name]["ratio_mean"]) == 3
     for name in ("jct_vs_load", "learning_curves", "online_adaptation"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0

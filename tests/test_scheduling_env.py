@@ -127,8 +127,36 @@ def test_load_sets_the_arrival_rate():
 @pytest.mark.parametrize("bad, match", [
     ({"window": 0}, "window"), ({"loads": (3.0,)}, "loads"), ({"mixes": ("nope",)}, "mixes"),
     ({"agents": ("edge_gpu",)}, "no agent has"), ({"invalid_action": "ignore"}, "invalid_action"),
-    ({"agents": ()}, "num_agents"),
+    ({"agents": ()}, "num_agents"), ({"hints": ("random",)}, "hints"),
 ])
 def test_bad_config_names_the_field(bad, match):
     with pytest.raises(ConfigError, match=match):
         DLScheduleEnv(**bad)
+
+
+def test_hint_features_mark_the_heuristic_decision():
+    env = DLScheduleEnv(agents=("cloud_gpu",), num_jobs=1, dag=False, mixes=("inference_heavy",), window=2)
+    obs, _ = env.reset(seed=0)
+    layout = env.obs_layout()
+    a, b, shape = layout["pair"]
+    assert shape == (2, 1, 6 + 2)  # 6 plain pair features + one per hint ("mct", "min_min")
+    pair = obs[a:b].reshape(shape)
+    np.testing.assert_array_equal(pair[:, 0, 6:], [[1.0, 1.0], [0.0, 0.0]])  # the only task on the only agent
+    g0, g1, _ = layout["global"]
+    np.testing.assert_array_equal(obs[g1 - 2: g1], [0.0, 0.0])  # neither heuristic waits
+    plain = DLScheduleEnv(agents=("cloud_gpu",), num_jobs=1, dag=False, mixes=("inference_heavy",), window=2,
+                          hints=())
+    assert plain.observation_space.shape[0] == env.observation_space.shape[0] - 2 * 1 * 2 - 2
+
+
+def test_following_the_mct_hint_reproduces_mct():
+    from edgegen.scheduling.heuristics import heuristic_policy
+
+    env = DLScheduleEnv(loads=(0.95,), num_jobs=30, hints=("mct",))
+    a, b, shape = env.obs_layout()["pair"]
+
+    def follow(env, obs, mask):
+        hint = obs[a:b].reshape(shape)[..., -1].reshape(-1)
+        return int(np.argmax(hint)) if hint.any() else env.wait_action
+
+    assert run_episode(env, follow, seed=4) == run_episode(env, heuristic_policy("mct"), seed=4)

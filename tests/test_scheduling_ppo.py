@@ -83,3 +83,35 @@ def test_warm_start_imitates_the_heuristic():
     assert info["warm_start_agreement"] > 0.7  # an untrained scorer picks min-min's action far less often
     with pytest.raises(Exception, match="warm_start"):
         PPOConfig(warm_start="edf").validate()
+    with pytest.raises(Exception, match="warm_start"):
+        PPOConfig(warm_start="mct+edf").validate()
+    assert PPOConfig(warm_start="mct+min_min").warm_start_names() == ["mct", "min_min"]
+
+
+def test_mixture_warm_start_splits_probability_where_teachers_disagree():
+    from edgegen.scheduling.heuristics import heuristic_policy
+    from edgegen.scheduling.ppo import make_model, warm_start
+
+    torch.set_num_threads(1)
+    env_cfg = DLScheduleConfig(num_jobs=12, mixes=("data_heavy",), loads=(0.95,))
+    cfg = PPOConfig(total_env_steps=64, n_envs=1, n_steps=64, batch_size=64, eval_every_env_steps=0,
+                    warm_start="mct+min_min", warm_start_decisions=2000, warm_start_epochs=8, hidden_size=32)
+    model = make_model(cfg, env_cfg, 0)
+    info = warm_start(model, cfg, env_cfg, 0)
+    assert info["warm_start_agreement"] > 0.9  # the greedy action is one of the two teachers' actions
+    env, mct, mm = DLScheduleEnv(env_cfg), heuristic_policy("mct"), heuristic_policy("min_min")
+    obs, info = env.reset(seed=123)
+    agree, split = [], []
+    while True:
+        mask = info["action_mask"].astype(bool)
+        a, b = mct(env, obs, mask), mm(env, obs, mask)
+        dist = model.policy.get_distribution(torch.as_tensor(obs)[None], action_masks=mask[None])
+        p = dist.distribution.probs[0].detach().numpy()
+        (agree if a == b else split).append((p[a], p[b]))
+        obs, _, done, _, info = env.step(a)
+        if done:
+            break
+    assert split and agree
+    # where the teachers agree the clone is confident; where they disagree it spreads mass over both actions
+    assert np.mean([pa for pa, _ in agree]) > 0.8
+    assert np.mean([min(pa, pb) for pa, pb in split]) > 0.25  # a clone of mct alone gives < 0.01 here

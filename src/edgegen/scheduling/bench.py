@@ -40,6 +40,7 @@ LEARNED = ("masked_ppo", "rllib_ppo")
 POLICIES = (*HEURISTICS, *LEARNED)
 METRICS = ("avg_jct_s", "p95_jct_s", "makespan_s", "utilization")
 REFERENCE_HEURISTICS = ("mct", "min_min")  # yardsticks logged on the learning curves
+ONLINE_ROWS = ("frozen", "online", "frozen_fresh", "online_greedy")
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,11 @@ class ScheduleBenchConfig:
     """DAG jobs (True) or single-task jobs."""
     window: int = 12
     """Visible ready tasks."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    """Masked PPO hyperparameters and budget."""
+    hints: tuple[str, ...] = ("mct", "min_min")
+    """Heuristics whose current decision is an observation feature of the learned policies (env `hints`)."""
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min"))
+    """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour-cloned mixture of MCT and
+    Min-Min (``--ppo.warm-start ""`` for random weights, Decima's recipe)."""
     rllib_env_steps: int = 40_000
     """RLlib PPO training budget in env steps."""
     rllib_train_batch_size: int = 2000
@@ -114,7 +118,8 @@ class ScheduleBenchConfig:
 
     def env_config(self, train: bool) -> DLScheduleConfig:
         mixes, loads = (self.train_mixes, self.train_loads) if train else ((self.test_mix,), self.load)
-        return DLScheduleConfig(num_jobs=self.num_jobs, dag=self.dag, window=self.window, mixes=mixes, loads=loads)
+        return DLScheduleConfig(num_jobs=self.num_jobs, dag=self.dag, window=self.window, mixes=mixes, loads=loads,
+                                hints=self.hints)
 
 
 def test_episodes(cfg: ScheduleBenchConfig, seed: int, load: float) -> list[tuple[int, dict]]:
@@ -251,6 +256,8 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
             if name in LEARNED:
                 r["train_wall_s_mean"] = float(np.mean([per_seed[(job, s)]["train_wall_s"] for s in seeds]))
                 r["env_steps"] = int(np.mean([per_seed[(job, s)]["env_steps"] for s in seeds]))
+                r["warm_start_decisions"] = int(np.mean([per_seed[(job, s)].get("warm_start_decisions", 0)
+                                                         for s in seeds]))
             results[load][name] = r
     acceptance = {}
     heur = [p for p in cfg.policies if p in HEURISTICS]
@@ -273,7 +280,7 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
     out = {"kind": "schedule_bench", "seeds": cfg.seeds, "test_mix": cfg.test_mix, "train_mixes": list(cfg.train_mixes),
            "train_loads": list(cfg.train_loads), "test_episodes": cfg.test_episodes, "num_jobs": cfg.num_jobs,
            "dag": cfg.dag, "window": cfg.window, "ppo_env_steps": cfg.ppo.total_env_steps,
-           "ppo_warm_start": cfg.ppo.warm_start,
+           "ppo_warm_start": cfg.ppo.warm_start, "hints": list(cfg.hints),
            "rllib_env_steps": cfg.rllib_env_steps, "results": results, "acceptance": acceptance}
     online = [per_seed[("masked_ppo", s)].get("online") for s in seeds if ("masked_ppo", s) in per_seed]
     if online and all(online):
@@ -286,7 +293,7 @@ def aggregate_online(cfg: ScheduleBenchConfig, runs: list[dict]) -> dict:
     out: dict = {"config": dataclasses.asdict(oc), "shift_episode": oc.pre_episodes,
                  "yardstick_heuristics": runs[0]["yardstick_heuristics"],
                  "online_wall_s_mean": float(np.mean([r["online_wall_s"] for r in runs]))}
-    for name in ("frozen", "online", "online_greedy"):
+    for name in ONLINE_ROWS:
         if name not in runs[0]:
             continue
         ratio = np.array([r[name]["ratio"] for r in runs])
@@ -360,24 +367,40 @@ def plot_learning_curves(cfg: ScheduleBenchConfig, seeds: list[int]) -> Path | N
     return save_figure(fig, cfg.out / "plots" / "learning_curves.png")
 
 
+def _rolling(y, window: int) -> np.ndarray:
+    y = np.asarray(y, dtype=float)
+    return np.array([y[max(0, i - window + 1): i + 1].mean() for i in range(len(y))])
+
+
 def plot_online(cfg: ScheduleBenchConfig, summary: dict) -> Path:
+    """Two panels: the stream as scheduled (frozen vs online learner) and fresh episodes (frozen vs the learner's
+    greedy policy after each update); faint = per episode, bold = rolling mean of the recovery window."""
     plt = _plt()
     on = summary["online"]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, color, label in (("frozen", "C3", "frozen (greedy)"), ("online", "C0", "online (as scheduled)"),
-                               ("online_greedy", "C2", "online, greedy replay after update")):
-        if name in on:
-            r = on[name]["ratio_mean"]
-            ax.plot(range(len(r)), r, marker="o", ms=3, color=color, label=label)
-    ax.axvline(on["shift_episode"] - 0.5, color="k", ls="--", lw=1, label="workload shift")
-    ax.axhline(1.0, color="0.5", ls=":", lw=1, label=f"best of {'/'.join(on['yardstick_heuristics'])} = 1")
     oc = on["config"]
-    ax.set_xlabel(f"episode of the stream ({oc['pre_mix']} @ {oc['pre_load']} → {oc['post_mix']} @ {oc['post_load']})")
-    ax.set_ylabel("avg JCT / best heuristic's avg JCT")
-    ax.set_title(f"Online adaptation vs frozen policy, mean over {len(on['frozen']['recovery_episode_per_seed'])} "
+    w = oc["recovery_window"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    panels = ((axes[0], "stream episodes, as scheduled", (("frozen", "C3", "frozen (greedy)"),
+                                                          ("online", "C0", "online learner (its stochastic actions)"))),
+              (axes[1], "fresh episodes (never trained on)", (("frozen_fresh", "C3", "frozen (greedy)"),
+                                                              ("online_greedy", "C2", "online learner, greedy after "
+                                                               "each update"))))
+    for ax, title, rows in panels:
+        for name, color, label in rows:
+            if name not in on:
+                continue
+            r = on[name]["ratio_mean"]
+            ax.plot(range(len(r)), r, color=color, alpha=0.3, lw=0.8)
+            ax.plot(range(len(r)), _rolling(r, w), color=color, lw=2, label=f"{label}, {w}-episode rolling mean")
+        ax.axvline(on["shift_episode"] - 0.5, color="k", ls="--", lw=1, label="workload shift")
+        ax.axhline(1.0, color="0.5", ls=":", lw=1, label=f"best of {'/'.join(on['yardstick_heuristics'])} = 1")
+        ax.set_xlabel(f"stream episode ({oc['pre_mix']} @ {oc['pre_load']} → {oc['post_mix']} @ {oc['post_load']})")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("avg JCT / best heuristic's avg JCT (same episode)")
+    fig.suptitle(f"Online adaptation vs frozen policy, mean over {len(on['frozen']['recovery_episode_per_seed'])} "
                  "seed(s)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     return save_figure(fig, cfg.out / "plots" / "online_adaptation.png")
 
 
@@ -415,7 +438,9 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                 " from random weights")
              + (f", RLlib PPO: {summary['rllib_env_steps']}" if "rllib_ppo" in summary["results"][next(iter(
                  summary["results"]))] else "")
-             + "). Values: mean ± std over seeds of each seed's mean over its episodes.",
+             + ")" + (f"; learned policies observe the current decisions of {summary['hints']} as features"
+                      if summary.get("hints") else "")
+             + ". Values: mean ± std over seeds of each seed's mean over its episodes.",
              "", f"Command: `{summary.get('command', '')}`", ""]
     if "bench_wall_s" in summary:
         lines += [f"Bench wall time: {summary['bench_wall_s'] / 60:.1f} min with {summary['workers']} job(s) at a "
@@ -439,10 +464,12 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     learned = [n for n in LEARNED if n in names]
     if learned:
-        lines += ["", "| learned policy | train wall s / seed | env steps |", "|---|---|---|"]
+        lines += ["", "| learned policy | train wall s / seed (incl. warm start) | PPO env steps | heuristic decisions "
+                  "cloned before PPO |", "|---|---|---|---|"]
         r0 = summary["results"][loads[0]]
         for n in learned:
-            lines.append(f"| {n} | {r0[n]['train_wall_s_mean']:.0f} | {r0[n]['env_steps']} |")
+            lines.append(f"| {n} | {r0[n]['train_wall_s_mean']:.0f} | {r0[n]['env_steps']} | "
+                         f"{r0[n].get('warm_start_decisions', 0)} |")
     checks = []
     for ld, a in summary.get("acceptance", {}).items():
         for n in learned:
@@ -465,16 +492,16 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                   f"{oc['post_load']}; ratio = policy's avg JCT / best of {on['yardstick_heuristics']} on the same "
                   f"episode; recovered = first post-shift episode whose {oc['recovery_window']}-episode rolling ratio "
                   f"is within {100 * oc['recovery_tolerance']:.0f}% of the pre-shift ratio. `online` = the episodes as "
-                  "the learner scheduled them (stochastic actions), "
-                  + ("`online_greedy` = each episode replayed by its greedy policy right after the update it fed, "
-                     if "online_greedy" in on else "")
-                  + "`frozen` = the trained policy, greedy, no updates. "
-                  f"Online updates: "
-                  f"{on['online_wall_s_mean']:.0f} s wall per seed.", "",
+                  "the learner scheduled them (stochastic actions) and `frozen` = the trained policy, greedy, no "
+                  "updates, on the same stream episodes; "
+                  + ("`online_greedy` = the learner's greedy policy right after the update stream episode i fed, "
+                     "played on a fresh episode i (same mix and load, another seed, never trained on) and "
+                     "`frozen_fresh` = the frozen policy on the same fresh episodes. " if "online_greedy" in on else "")
+                  + f"Online updates: {on['online_wall_s_mean']:.0f} s wall per seed.", "",
                   "| policy | pre-shift ratio | last-third post-shift ratio | recovered seeds | "
                   "recovery episode per seed |",
                   "|---|---|---|---|---|"]
-        for name in ("frozen", "online", "online_greedy"):
+        for name in ONLINE_ROWS:
             if name not in on:
                 continue
             r = on[name]

@@ -31,6 +31,18 @@ Decisions (Decima-style, Mao et al., SIGCOMM 2019: act whenever an agent is free
     costs ``invalid_penalty`` reward and is replaced by wait (or, when wait is invalid, by the oldest task on
     its fastest idle agent), so an unmasked agent can still learn and every episode ends.
 
+Observation (flat float32 vector, blocks in ``obs_layout()``; times enter as lg(t) = log(1 + t / time_scale_s))
+    per (slot, agent) pair: valid now, fits memory, lg exec_s, lg time until the agent is free, lg completion
+    time if started when the agent is free (MCT's quantity), log(exec / task's best exec) / 5, then one 0/1
+    feature per ``hints`` heuristic: 1 on the pair that heuristic would assign now;
+    per slot: occupied, lg time waited, lg job age, lg job's remaining work (best exec times), job tasks left / 4,
+    lg best exec, lg best completion, lg upward rank (HEFT's remaining critical path), successors / 4;
+    per agent: idle, lg busy time left, log speed / 5, log bandwidth / 7, memory / 100 GB;
+    global: ready tasks in the window / W, ready tasks beyond it / W, jobs in system / 20, share of jobs still to
+    arrive, wait valid, then one 0/1 feature per hint heuristic: 1 if it would wait now. The hints are
+    deterministic functions of the visible state (what the heuristics see), so the policy can follow, combine or
+    deviate from the classic rules; empty ``hints`` gives the plain features.
+
 Reward (Decima's): -(time elapsed) x (jobs in the system) / (time_scale_s x num_jobs) per step, so the
     undiscounted episode return is exactly -(average job completion time) / time_scale_s.
 """
@@ -86,6 +98,9 @@ AGENT_KINDS: dict[str, tuple[float, float, float]] = {
     "edge_cpu": (1.5, 64.0, 600.0),
 }
 
+# Heuristics that may serve as observation hints: deterministic and memoryless (a function of the state alone).
+HINTABLE = ("fifo", "sjf", "lpt", "met", "mct", "min_min", "max_min", "heft")
+
 
 @dataclass(frozen=True)
 class DLScheduleConfig:
@@ -109,6 +124,10 @@ class DLScheduleConfig:
     """What an action outside the mask does: "penalty" (documented above) or "error" (ValueError)."""
     invalid_penalty: float = 1.0
     """Reward subtracted for an invalid action in "penalty" mode (>= 0)."""
+    hints: tuple[str, ...] = ("mct", "min_min")
+    """Heuristics (names in heuristics.HEURISTICS, deterministic ones only) whose current decision is part of the
+    observation: per (slot, agent) pair 1 if the heuristic would make that assignment now, and a global 1 if it
+    would wait (see "Observation" above). () = no hints."""
 
     def validate(self) -> None:
         check_range("num_agents (len(agents))", len(self.agents), 1, 64)
@@ -127,6 +146,8 @@ class DLScheduleConfig:
         check_range("time_scale_s", self.time_scale_s, 1e-6, 1e9)
         check_choice("invalid_action", self.invalid_action, ("penalty", "error"))
         check_range("invalid_penalty", self.invalid_penalty, 0.0, 1e9)
+        for h in self.hints:
+            check_choice("hints[*]", h, HINTABLE)
         max_mem = max(AGENT_KINDS[a][1] for a in self.agents)
         for mix in self.mixes:
             for name, p in zip(TEMPLATE_NAMES, MIXES[mix], strict=True):
@@ -245,8 +266,10 @@ class DLScheduleEnv(gym.Env):
         self.window = cfg.window
         self.wait_action = cfg.window * self.num_agents
         self.action_space = gym.spaces.Discrete(self.wait_action + 1)
-        size = (cfg.window * self.num_agents * PAIR_FEATURES + cfg.window * TASK_FEATURES
-                + self.num_agents * AGENT_FEATURES + GLOBAL_FEATURES)
+        self.pair_features = PAIR_FEATURES + len(cfg.hints)
+        self.global_features = GLOBAL_FEATURES + len(cfg.hints)
+        size = (cfg.window * self.num_agents * self.pair_features + cfg.window * TASK_FEATURES
+                + self.num_agents * AGENT_FEATURES + self.global_features)
         self.observation_space = gym.spaces.Box(-10.0, 10.0, (size,), np.float32)
         self._agent_obs = np.stack([np.zeros(self.num_agents), np.zeros(self.num_agents),
                                     np.log(self.agent_table[:, 0]) / 5.0, np.log(self.agent_table[:, 2]) / 7.0,
@@ -464,8 +487,8 @@ class DLScheduleEnv(gym.Env):
         """name -> (start, stop, shape) of each block of the flat observation."""
         w, m = self.window, self.num_agents
         out, pos = {}, 0
-        for name, shape in (("pair", (w, m, PAIR_FEATURES)), ("task", (w, TASK_FEATURES)),
-                            ("agent", (m, AGENT_FEATURES)), ("global", (GLOBAL_FEATURES,))):
+        for name, shape in (("pair", (w, m, self.pair_features)), ("task", (w, TASK_FEATURES)),
+                            ("agent", (m, AGENT_FEATURES)), ("global", (self.global_features,))):
             size = int(np.prod(shape))
             out[name] = (pos, pos + size, shape)
             pos += size
@@ -476,7 +499,7 @@ class DLScheduleEnv(gym.Env):
 
     def _observe(self) -> np.ndarray:
         w, m = self.window, self.num_agents
-        pair = np.zeros((w, m, PAIR_FEATURES))
+        pair = np.zeros((w, m, self.pair_features))
         task = np.zeros((w, TASK_FEATURES))
         busy_left = np.maximum(self.free_at_s - self.now_s, 0.0) * (~self.idle)
         win = [] if self._done else self.window_tasks
@@ -511,8 +534,24 @@ class DLScheduleEnv(gym.Env):
         glob = np.array([min(n_ready, w) / w, min(max(n_ready - w, 0) / w, 5.0), self._jobs_in_system / 20.0,
                          (self.config.num_jobs - self._next_job) / self.config.num_jobs,
                          float(self.wait_valid()) if not self._done else 0.0])
+        if self.config.hints:
+            hint_wait = np.zeros(len(self.config.hints))
+            if win:
+                for h, choice in enumerate(self.hint_choices()):
+                    if choice is None:
+                        hint_wait[h] = 1.0
+                    else:
+                        pair[choice[0], choice[1], PAIR_FEATURES + h] = 1.0
+            glob = np.concatenate([glob, hint_wait])
         obs = np.concatenate([pair.reshape(-1), task.reshape(-1), agent.reshape(-1), glob])
         return np.clip(obs, -10.0, 10.0).astype(np.float32)
+
+    def hint_choices(self) -> list[tuple[int, int] | None]:
+        """Each hint heuristic's decision now: (slot, agent) or None (wait); needs a valid assignment to exist."""
+        from edgegen.scheduling.heuristics import HEURISTICS, snapshot
+
+        s = snapshot(self)
+        return [HEURISTICS[h](s) for h in self.config.hints]
 
     def _info(self, invalid: bool = False) -> dict:
         info = {"action_mask": self.action_masks().astype(np.int8), "now_s": self.now_s, "invalid": invalid,

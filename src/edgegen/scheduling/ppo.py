@@ -8,11 +8,14 @@ the max-pooled pair embeddings and the global features. Invalid pairs are remove
 value function is a plain MLP on the flat observation.
 
 Online adaptation (:func:`online_adaptation`): a trained policy schedules a stream of episodes whose workload
-shifts part-way; the ``online`` copy keeps running PPO updates on the episodes it schedules (its scheduling
-decisions are its stochastic rollout actions, so it pays for its own exploration), the ``frozen`` copy acts
-greedily without updates. Both see the same episode sequence. ``online_greedy`` replays each stream episode with
-the online copy's greedy policy right after the update that episode fed (what the learner would deploy),
-separating adaptation from exploration cost.
+shifts part-way (by default from a training mix to a held-out mix at a higher load); the ``online`` copy keeps
+running PPO updates on the episodes it schedules (its scheduling decisions are its stochastic rollout actions, so
+it pays for its own exploration), the ``frozen`` copy acts greedily without updates. Both see the same episode
+sequence. To separate adaptation from exploration cost without scoring a policy on the episode it just trained
+on, every stream position i also has a FRESH episode (same mix and load, another seed, never trained on):
+``online_greedy`` is the online copy's greedy policy right after the update that stream episode i fed, played
+on fresh episode i; ``frozen_fresh`` is the frozen policy on the same fresh episodes. Each row's per-episode
+ratio is its avg JCT over the best of the yardstick heuristics on the same episode.
 """
 
 from __future__ import annotations
@@ -60,9 +63,13 @@ class PPOConfig:
     curve_episodes: int = 4
     """Greedy episodes per learning-curve point (training mixes and loads, curve seeds: never the test set)."""
     warm_start: str = ""
-    """Heuristic to imitate before PPO ("" = start from random weights; e.g. "min_min"): behaviour cloning of its
-    actions (cross-entropy on the masked logits) and of its discounted returns (value MSE) on training-mix
-    episodes, then PPO fine-tuning. The PPO budget excludes the cloning decisions."""
+    """Heuristic(s) to imitate before PPO ("" = start from random weights; "mct"; or several joined by "+", e.g.
+    "mct+min_min"): behaviour cloning on training-mix episodes, then PPO fine-tuning. The episodes are played by
+    the named heuristics in turn; every visited state is labelled with the action of EVERY named heuristic
+    (cross-entropy on the masked logits, averaged over them) and with the discounted return that followed (value
+    MSE). With one name the policy copies that heuristic; with several it starts as a mixture that is uncertain
+    exactly where they disagree, so PPO's exploration concentrates on choosing between them. The PPO budget
+    (total_env_steps) excludes the cloning decisions, which are reported separately."""
     warm_start_decisions: int = 20_000
     """Heuristic decisions collected for the warm start."""
     warm_start_epochs: int = 10
@@ -85,12 +92,15 @@ class PPOConfig:
         check_range("hidden_size", self.hidden_size, 4, 4096)
         check_range("eval_every_env_steps", self.eval_every_env_steps, 0, 1 << 40)
         check_range("curve_episodes", self.curve_episodes, 1, 1000)
-        if self.warm_start:
+        for name in self.warm_start_names():
             from edgegen.scheduling.heuristics import HEURISTICS
 
-            check_choice("warm_start", self.warm_start, ("", *HEURISTICS))
+            check_choice("warm_start (each name between '+')", name, tuple(HEURISTICS))
         check_range("warm_start_decisions", self.warm_start_decisions, 1, 1 << 30)
         check_range("warm_start_epochs", self.warm_start_epochs, 0, 10_000)
+
+    def warm_start_names(self) -> list[str]:
+        return [n for n in self.warm_start.split("+") if n] if self.warm_start else []
 
 
 class PairScorer(nn.Module):
@@ -165,23 +175,26 @@ def make_model(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, n_envs: int
 
 
 def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> dict:
-    """Behaviour cloning of heuristic `cfg.warm_start` into the model's policy and value nets (see PPOConfig)."""
+    """Behaviour cloning of heuristic(s) `cfg.warm_start` into the model's policy and value nets (see PPOConfig)."""
     from edgegen.scheduling.heuristics import heuristic_policy
 
-    env, act = DLScheduleEnv(env_cfg), heuristic_policy(cfg.warm_start, derive_seed(seed, "warm_start"))
+    names = cfg.warm_start_names()
+    env = DLScheduleEnv(env_cfg)
+    teachers = [heuristic_policy(h, derive_seed(seed, "warm_start", h)) for h in names]
     obs_l, mask_l, act_l, ret_l, episode = [], [], [], [], 0
     t0 = time.perf_counter()
     while len(obs_l) < cfg.warm_start_decisions:
         obs, info = env.reset(seed=derive_seed(seed, "warm_start", episode))
+        behaviour = episode % len(names)
         episode += 1
         rewards, done = [], False
         while not done:
             mask = info["action_mask"].astype(bool)
-            a = act(env, obs, mask)
+            labels = [t(env, obs, mask) for t in teachers]
             obs_l.append(obs)
             mask_l.append(mask)
-            act_l.append(a)
-            obs, reward, terminated, truncated, info = env.step(a)
+            act_l.append(labels)
+            obs, reward, terminated, truncated, info = env.step(labels[behaviour])
             rewards.append(reward)
             done = terminated or truncated
         g, rets = 0.0, []
@@ -190,7 +203,7 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> d
             rets.append(g)
         ret_l += rets[::-1]
     obs_t = torch.as_tensor(np.array(obs_l))
-    masks, acts = np.array(mask_l), torch.as_tensor(np.array(act_l))
+    masks, acts = np.array(mask_l), torch.as_tensor(np.array(act_l))  # acts: (n, len(names))
     rets_t = torch.as_tensor(np.array(ret_l), dtype=torch.float32)
     policy = model.policy
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
@@ -202,13 +215,15 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> d
             idx = perm[start:start + cfg.batch_size]
             dist = policy.get_distribution(obs_t[idx], action_masks=masks[idx.numpy()])
             values = policy.predict_values(obs_t[idx]).flatten()
-            loss = -dist.log_prob(acts[idx]).mean() + 0.5 * torch.nn.functional.mse_loss(values, rets_t[idx])
+            nll = -torch.stack([dist.log_prob(acts[idx, h]) for h in range(len(names))]).mean()
+            loss = nll + 0.5 * torch.nn.functional.mse_loss(values, rets_t[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
     with torch.no_grad():
         dist = policy.get_distribution(obs_t, action_masks=masks)
-        agree = float((dist.get_actions(deterministic=True) == acts).float().mean())
+        greedy = dist.get_actions(deterministic=True)
+        agree = float((acts == greedy[:, None]).any(dim=1).float().mean())
     return {"warm_start_decisions": n, "warm_start_agreement": agree, "warm_start_wall_s": time.perf_counter() - t0}
 
 
@@ -304,8 +319,8 @@ def _stream_env(env_cfg: DLScheduleConfig, stream: list[tuple[int, dict]], playe
 class OnlineConfig:
     """Online adaptation experiment: a workload shift in a stream of episodes."""
 
-    pre_mix: str = "balanced"
-    """Workload mix before the shift."""
+    pre_mix: str = "inference_heavy"
+    """Workload mix before the shift (default: one of the bench's training mixes)."""
     pre_load: float = 0.8
     """Load before the shift."""
     post_mix: str = "training_burst"
@@ -351,8 +366,9 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
                       best_heuristic: dict[str, float] | None = None) -> dict:
     """Frozen vs online copies of a trained model on the same shifting stream of episodes.
 
-    Returns per-episode avg JCT of each ("frozen", "online"), the per-episode best-heuristic JCT used as the
-    yardstick (min over `best_heuristic`'s names, each replayed on the same episode) and recovery episodes.
+    Returns per-episode avg JCT of each ("frozen", "online" on the stream; "frozen_fresh", "online_greedy" on the
+    fresh episodes), the per-episode best-heuristic JCT used as the yardstick (min over `best_heuristic`'s names,
+    each played on the same episode) and recovery episodes.
     """
     from sb3_contrib import MaskablePPO
     from stable_baselines3.common.vec_env import DummyVecEnv
@@ -369,9 +385,13 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
     names = list(best_heuristic or ("mct", "min_min"))
     yard = [min(run_episode(env, heuristic_policy(h, seed), s, o)["avg_jct_s"] for h in names) for s, o in stream]
 
+    fresh = [(derive_seed(seed, "online_fresh", i), o) for i, (_, o) in enumerate(stream)]
+    yard_fresh = [min(run_episode(env, heuristic_policy(h, seed), s, o)["avg_jct_s"] for h in names) for s, o in fresh]
+
     frozen = MaskablePPO.load(model_path, device="cpu")
     act = greedy_policy(frozen)
     frozen_jct = [run_episode(env, act, s, o)["avg_jct_s"] for s, o in stream]
+    frozen_fresh = [run_episode(env, act, s, o)["avg_jct_s"] for s, o in fresh]
 
     played: list[float] = []
     venv = DummyVecEnv([_stream_env(env_cfg, stream, played)])
@@ -383,20 +403,21 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
     online.set_parameters(model_path, exact_match=True, device="cpu")
     for g in online.policy.optimizer.param_groups:
         g["lr"] = cfg.learning_rate
-    replay: list[float] = []  # each stream episode replayed by the greedy policy right after the update it fed
+    replay: list[float] = []  # fresh episode i played by the greedy policy right after the update episode i fed
     t0 = time.perf_counter()
     while len(played) < n:
         before = len(played)
         online.learn(total_timesteps=cfg.n_steps, reset_num_timesteps=False)
         act_now = greedy_policy(online)
         for i in range(before, min(len(played), n)):
-            replay.append(run_episode(env, act_now, *stream[i])["avg_jct_s"])
+            replay.append(run_episode(env, act_now, *fresh[i])["avg_jct_s"])
     wall = time.perf_counter() - t0
     online_jct = played[:n]
-    out = {"yardstick_avg_jct_s": yard, "yardstick_heuristics": names, "shift_episode": cfg.pre_episodes,
-           "online_wall_s": wall}
-    for name, jct in (("frozen", frozen_jct), ("online", online_jct), ("online_greedy", replay)):
-        ratio = [a / b for a, b in zip(jct, yard, strict=True)]
+    out = {"yardstick_avg_jct_s": yard, "yardstick_fresh_avg_jct_s": yard_fresh, "yardstick_heuristics": names,
+           "shift_episode": cfg.pre_episodes, "online_wall_s": wall}
+    for name, jct, ref in (("frozen", frozen_jct, yard), ("online", online_jct, yard),
+                           ("frozen_fresh", frozen_fresh, yard_fresh), ("online_greedy", replay, yard_fresh)):
+        ratio = [a / b for a, b in zip(jct, ref, strict=True)]
         out[name] = {"avg_jct_s": jct, "ratio": ratio,
                      "recovery_episode": recovery_episode(ratio, cfg.pre_episodes, cfg.recovery_window,
                                                           cfg.recovery_tolerance),
