@@ -22,7 +22,7 @@ TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-
 def test_bench_tiny_budget_and_report(tmp_path):
     out = tmp_path / "bench"
     cmd = EDGEGEN + ["schedule", "bench", "--out", str(out), "--load", "0.5", "0.9",
-                     "--policies", "fifo", "mct", "min_min", "heft", "masked_ppo", *TINY]
+                     "--policies", "fifo", "mct", "min_min", "heft", "rollout_oracle", "masked_ppo", *TINY]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     s = json.loads((out / "summary.json").read_text())
@@ -30,7 +30,8 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert s["ppo_warm_start"] == "mct+min_min" and s["hints"] == ["mct", "min_min"]  # the bench's defaults
     assert s["results"]["0.5"]["masked_ppo"]["warm_start_decisions"] >= 100
     for load, res in s["results"].items():
-        assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "masked_ppo"]
+        assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "rollout_oracle", "masked_ppo"]
+        assert res["rollout_oracle"]["avg_jct_s"] <= res["mct"]["avg_jct_s"] + 1e-9  # never worse than its base
         for r in res.values():
             assert {"avg_jct_s", "makespan_s", "utilization"} <= set(r)
             assert r["avg_jct_s"] >= res["lower_bound"]["avg_jct_s"] - 1e-9
@@ -56,6 +57,7 @@ def test_bench_tiny_budget_and_report(tmp_path):
     r = s["results"]["0.9"]["mct"]
     assert f"{r['avg_jct_s']:.2f} ± {r['avg_jct_s_std']:.2f}" in text
     assert "Online adaptation" in text and "![jct_vs_load]" in text
+    assert "rollout_oracle avg JCT" in text and "clairvoyant reference" in text
 
     # finished jobs are skipped on a re-run
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -32,12 +32,15 @@ from edgegen.config import ConfigError, check_choice, check_range
 from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command, save_figure
 from edgegen.scheduling.env import MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
-from edgegen.scheduling.heuristics import HEURISTICS, heuristic_policy, lower_bound
+from edgegen.scheduling.heuristics import HEURISTICS, heuristic_policy, lower_bound, rollout_oracle_policy
 from edgegen.scheduling.ppo import OnlineConfig, PPOConfig
 from edgegen.seeding import derive_seed
 
 LEARNED = ("masked_ppo", "rllib_ppo")
-POLICIES = (*HEURISTICS, *LEARNED)
+ORACLE = "rollout_oracle"
+"""Clairvoyant one-step rollout over every valid action with MCT as base policy (heuristics.rollout_oracle_policy):
+a reference, not a competitor, since it sees the episode's future arrivals."""
+POLICIES = (*HEURISTICS, ORACLE, *LEARNED)
 METRICS = ("avg_jct_s", "p95_jct_s", "makespan_s", "utilization")
 REFERENCE_HEURISTICS = ("mct", "min_min")  # yardsticks logged on the learning curves
 ONLINE_ROWS = ("frozen", "online", "frozen_fresh", "online_greedy")
@@ -56,8 +59,8 @@ class ScheduleBenchConfig:
     first_seed: int = 0
     """Seeds are first_seed .. first_seed + seeds - 1."""
     policies: tuple[str, ...] = POLICIES
-    """Policies: heuristics fifo sjf lpt random round_robin met mct min_min max_min heft; learned masked_ppo,
-    rllib_ppo. lower_bound is always reported."""
+    """Policies: heuristics fifo sjf lpt random round_robin met mct min_min max_min heft; the clairvoyant reference
+    rollout_oracle; learned masked_ppo, rllib_ppo. lower_bound is always reported."""
     test_mix: str = "balanced"
     """Held-out test workload mix (must not be among train_mixes)."""
     test_episodes: int = 10
@@ -126,9 +129,11 @@ def test_episodes(cfg: ScheduleBenchConfig, seed: int, load: float) -> list[tupl
     return [(derive_seed(seed, "test", load, i), {"load": load, "mix": cfg.test_mix}) for i in range(cfg.test_episodes)]
 
 
-def evaluate(cfg: ScheduleBenchConfig, seed: int, act) -> dict:
-    """{load: {metric: mean over the seed's test episodes}} of one policy."""
-    env = DLScheduleEnv(cfg.env_config(train=False))
+def evaluate(cfg: ScheduleBenchConfig, seed: int, act, plain: bool = False) -> dict:
+    """{load: {metric: mean over the seed's test episodes}} of one policy; `plain`: without the hint features
+    (a policy that does not read the observation; same dynamics, cheaper steps)."""
+    env_cfg = cfg.env_config(train=False)
+    env = DLScheduleEnv(dataclasses.replace(env_cfg, hints=()) if plain else env_cfg)
     out = {}
     for load in cfg.load:
         eps = [run_episode(env, act, s, o) for s, o in test_episodes(cfg, seed, load)]
@@ -158,7 +163,8 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
         results: dict = {}
         t0 = time.perf_counter()
         for name in (p for p in cfg.policies if p in HEURISTICS):
-            results[name] = evaluate(cfg, seed, heuristic_policy(name, derive_seed(seed, "heuristic", name)))
+            act = heuristic_policy(name, derive_seed(seed, "heuristic", name))
+            results[name] = evaluate(cfg, seed, act, plain=True)
         env = DLScheduleEnv(cfg.env_config(train=False))
         bound = {}
         for load in cfg.load:
@@ -168,6 +174,10 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
                 values.append(lower_bound(**env.instance()))
             bound[str(load)] = {m: float(np.mean([v[m] for v in values])) for m in ("avg_jct_s", "makespan_s")}
         results["lower_bound"] = bound
+        return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
+    if job == ORACLE:
+        t0 = time.perf_counter()
+        results = {ORACLE: evaluate(cfg, seed, rollout_oracle_policy("mct"), plain=True)}
         return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
     run.truncate_metrics(-1)  # an interrupted training restarts from scratch
     reference = curve_reference(cfg, seed)
@@ -206,7 +216,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
 
 
 def jobs_of(cfg: ScheduleBenchConfig) -> list[str]:
-    jobs = [j for j in ("masked_ppo", "rllib_ppo") if j in cfg.policies]
+    jobs = [j for j in ("masked_ppo", "rllib_ppo", ORACLE) if j in cfg.policies]
     return jobs + ["heuristics"]  # longest first
 
 
@@ -238,12 +248,13 @@ def run_bench(cfg: ScheduleBenchConfig) -> dict:
 
 
 def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dict:
-    names = [p for p in cfg.policies if p in HEURISTICS] + ["lower_bound"] + [p for p in LEARNED if p in cfg.policies]
+    names = ([p for p in cfg.policies if p in HEURISTICS] + ["lower_bound"]
+             + [p for p in (ORACLE, *LEARNED) if p in cfg.policies])
     results: dict = {}
     for load in map(str, cfg.load):
         results[load] = {}
         for name in names:
-            job = name if name in LEARNED else "heuristics"
+            job = name if name in (ORACLE, *LEARNED) else "heuristics"
             rows = [per_seed[(job, s)]["results"][name][load] for s in seeds]
             r: dict = {}
             for m in rows[0]:
@@ -266,7 +277,7 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
             break
         best = min(heur, key=lambda h: res[h]["avg_jct_s"])
         a = {"best_heuristic": best, "best_heuristic_avg_jct_s": res[best]["avg_jct_s"]}
-        for name in LEARNED:
+        for name in (*LEARNED, ORACLE):
             if name in res:
                 ref = res[best]["avg_jct_s"]
                 a[f"{name}_gain_pct"] = 100.0 * (ref - res[name]["avg_jct_s"]) / ref
@@ -472,12 +483,13 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                          f"{r0[n].get('warm_start_decisions', 0)} |")
     checks = []
     for ld, a in summary.get("acceptance", {}).items():
-        for n in learned:
+        for n in (*learned, *([ORACLE] if ORACLE in names else [])):
             if f"{n}_gain_pct" not in a:
                 continue
             per = ", ".join(f"{g:+.1f}%" for g in a[f"{n}_gain_pct_per_seed"])
             verdict = "meets" if a[f"{n}_gain_pct"] >= 10.0 else "misses"
             extra = f" ({verdict} the ≥ 10% target)" if n == "masked_ppo" and float(ld) >= 0.8 else ""
+            extra = " (clairvoyant reference: sees the episode's future arrivals)" if n == ORACLE else extra
             checks.append(f"- load {ld}: {n} avg JCT {a[f'{n}_gain_pct']:+.1f}% vs the best heuristic "
                           f"`{a['best_heuristic']}` ({a['best_heuristic_avg_jct_s']:.2f} s){extra}; per seed vs that "
                           f"seed's best heuristic: {per}.")

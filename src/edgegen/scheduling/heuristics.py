@@ -185,6 +185,34 @@ def heuristic_policy(name: str, seed: int = 0):
     return policy
 
 
+def rollout_oracle_policy(base: str = "mct"):
+    """Clairvoyant one-step rollout (policy improvement by rollout, Bertsekas): at every decision, for each valid
+    action, copy the env, take the action, finish the episode with heuristic `base` and keep the action with the
+    lowest average JCT (ties go to `base`'s own action). The copy holds the episode's already-drawn future
+    arrivals, so this is NOT an online scheduler: it is a reference for how much better single decisions than
+    `base`'s can do on an episode, given the future. Cost: one `base` episode per valid action per decision."""
+    import copy
+
+    base_act = heuristic_policy(base)
+
+    def finish(env: DLScheduleEnv, action: int) -> float:
+        obs, _, terminated, truncated, info = env.step(action)
+        while not (terminated or truncated):
+            obs, _, terminated, truncated, info = env.step(base_act(env, obs, info["action_mask"].astype(bool)))
+        return float(env.episode_metrics()["avg_jct_s"])
+
+    def policy(env, obs, mask):
+        own = base_act(env, obs, mask)
+        best_a, best_v = own, finish(copy.deepcopy(env), own)
+        for a in np.flatnonzero(mask):
+            if a != own:
+                v = finish(copy.deepcopy(env), int(a))
+                if v < best_v - 1e-9:
+                    best_a, best_v = int(a), v
+        return best_a
+    return policy
+
+
 def lower_bound(job_arrival_s: np.ndarray, task_job: np.ndarray, task_preds: list, exec_s: np.ndarray) -> dict:
     """Lower bounds of any schedule of one episode.
 
