@@ -307,7 +307,8 @@ CARRIED = "_Carried over from the previous report: this run directory was not fo
 
 def previous_subsections(report: Path) -> dict[str, list[tuple[str, list[str]]]]:
     """The run subsections of an earlier report: {"## heading": [(run_dir, lines), ...]}, where a run subsection
-    starts at a "### ...: `run_dir`" line and ends at the next heading. The notes are not included."""
+    starts at a "### ...: `run_dir`" line and ends at the next such line or "## " heading. The notes are not
+    included."""
     if not report.is_file():
         return {}
     found: dict[str, list[tuple[str, list[str]]]] = {}
@@ -315,7 +316,8 @@ def previous_subsections(report: Path) -> dict[str, list[tuple[str, list[str]]]]
     for line in report.read_text().splitlines():
         if line.startswith("## "):
             heading, current = line, None
-        elif line.startswith("### ") and heading is not None and heading != "## Notes" and line.endswith("`"):
+        elif line.startswith("### ") and heading is not None and heading != "## Notes" and line.endswith("`") \
+                and line.count("`") >= 2:
             current = (line[line.rindex("`", 0, len(line) - 1) + 1:-1], [line])
             found.setdefault(heading, []).append(current)
         elif current is not None:
