@@ -280,6 +280,7 @@ def run_bench(cfg: DDPOBenchConfig) -> dict:
     summary["bench_wall_s"] = earlier_s + time.perf_counter() - started
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_curves(cfg, curves)
+    plot_task_curves(cfg, curves)
     plot_lambda(cfg, results)
     plot_grids(cfg, seeds[0])
     return summary
@@ -307,8 +308,8 @@ def _band(ax, per: list[list[dict]], key: str, label: str, **kw):
 
 
 def plot_curves(cfg: DDPOBenchConfig, curves: dict) -> Path:
-    """Mean batch reward of the probability rewards against epoch (band: min-max over seeds), per-update approx-KL
-    of every run, and (``plot_task_curves``) the brightness / JPEG tasks."""
+    """Mean batch reward of the probability rewards against epoch (band: min-max over seeds) and per-update
+    approx-KL of every run (the brightness / JPEG tasks: ``plot_task_curves``)."""
     plt = _plt()
     fig, (ax, ax_kl) = plt.subplots(1, 2, figsize=(10, 3.6))
     colors = plt.get_cmap("tab10").colors
@@ -330,7 +331,6 @@ def plot_curves(cfg: DDPOBenchConfig, curves: dict) -> Path:
     ax_kl.set_ylabel("approx-KL per update")
     for a in (ax, ax_kl):
         a.grid(alpha=0.3)
-    plot_task_curves(cfg, curves)
     return save_figure(fig, cfg.out / "plots" / "reward_vs_epoch.png")
 
 
