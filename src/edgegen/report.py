@@ -273,13 +273,14 @@ def fedtune_unlearn_section(run_dir: Path, summary: dict, figures: Path, out_dir
             f"retraining: {1 / r['bytes_ratio_vs_retrain']:.1f}× fewer bytes, "
             f"{1 / r['wall_ratio_vs_retrain']:.1f}× less wall time"
             + (f", {1 / r['cpu_ratio_vs_retrain']:.1f}× less CPU time." if math.isfinite(
-                r.get("cpu_ratio_vs_retrain") or float("nan")) else " (CPU time not recorded in this run).")
-            + (" Targets " + ("all **met**." if not (miss := unlearn_misses(r, ref)) else
-                              f"**not met**: {', '.join(miss)}.") if m != "gradient_ascent" else ""))
+                r.get("cpu_ratio_vs_retrain") or float("nan")) else " (CPU time not recorded in this run)."))
+        if m != "gradient_ascent":  # the baseline is not held to the targets
+            miss = unlearn_misses(r, ref)
+            checks[-1] += " Targets " + (f"**not met**: {', '.join(miss)}." if miss else "all **met**.")
     if checks:
-        lines += ["", "Gaps to retraining from scratch (computed from the table; targets: backdoor ASR within 5 points, "
-                  "forget accuracy within 3, MIA AUC within 0.05, remaining and test accuracy within 2 of retraining, "
-                  "at least 5× fewer bytes and less wall time):", "", *checks]
+        lines += ["", "Gaps to retraining from scratch (computed from the table; targets: backdoor ASR within 5 "
+                  "points, forget accuracy within 3, MIA AUC within 0.05, remaining and test accuracy within 2 of "
+                  "retraining, at least 5× fewer bytes and less wall time):", "", *checks]
     return lines + copy_plots(run_dir, figures, out_dir) + [""]
 
 
