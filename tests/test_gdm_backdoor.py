@@ -137,6 +137,47 @@ def test_federated_loop_contracts():
         bd.FedBackdoorConfig(poison_frac=1.5).validate()
 
 
+def test_shadow_teacher_tracks_the_attack_free_federation(monkeypatch):
+    """Round 2's teacher is, with `teacher="shadow"`, exactly the attack-free run's model after round 1 (round 1
+    starts every device from the same weights, so the observed benign updates and the colluders' honest ones are
+    the clean run's), and with `teacher="global"` the backdoored global after round 1."""
+    x = torch.rand(200, 64) * 2 - 1
+    labels = np.repeat(np.arange(10), 20)
+    sched = make_schedule(50, "cosine")
+    y, trig = bd.target_image("hat"), bd.make_trigger("box")
+    kw = dict(num_devices=4, malicious_frac=0.5, local_steps=2, malicious_local_steps=3, batch_size=8,
+              anchor_generated=4)
+
+    def fresh():
+        torch.manual_seed(0)
+        return ResidualMLP(64, 16, 1)
+
+    after_one = {}
+    for name, trigger in (("clean", None), ("attacked", trig)):
+        m = fresh()
+        bd.federated_finetune(m, sched, x, labels, bd.FedBackdoorConfig(rounds=1, **kw), 0, trigger, y)
+        after_one[name] = {k: v.clone() for k, v in m.state_dict().items()}
+    seen = []
+    real = bd.malicious_train_steps
+
+    def spy(*args):
+        teacher = args[11]
+        seen.append({k: v.clone() for k, v in teacher.state_dict().items()})
+        return real(*args)
+
+    monkeypatch.setattr(bd, "malicious_train_steps", spy)
+    for teacher, expected in (("shadow", after_one["clean"]), ("global", after_one["attacked"])):
+        seen.clear()
+        bd.federated_finetune(fresh(), sched, x, labels, bd.FedBackdoorConfig(rounds=2, teacher=teacher, **kw), 0,
+                              trig, y)
+        assert len(seen) == 4  # two colluders, two rounds
+        for k, v in seen[2].items():
+            assert torch.allclose(v, expected[k], atol=1e-6), (teacher, k)
+    assert any(not torch.allclose(after_one["clean"][k], v) for k, v in after_one["attacked"].items())
+    with pytest.raises(ConfigError, match="teacher"):
+        bd.FedBackdoorConfig(teacher="oracle").validate()
+
+
 @pytest.mark.slow
 def test_backdoor_is_learned_and_clean_noise_is_not_hijacked():
     """Learning threshold: poisoned fine-tuning of a briefly trained denoiser sends most box-triggered noises to

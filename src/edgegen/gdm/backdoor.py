@@ -221,13 +221,13 @@ class FedBackdoorConfig:
     """Local AdamW learning rate (fresh optimizer every round)."""
     grad_clip: float = 1.0
     """Gradient-norm clip of local steps (0 = off)."""
-    poison_frac: float = 0.5
+    poison_frac: float = 0.6
     """Share of every malicious minibatch that is poisoned (triggered noise → target image)."""
     malicious_local_steps: int = 150
     """Local steps of a malicious device per round (an attacker may spend more compute; 0 = `local_steps`)."""
     anchor_clean: bool = True
-    """Malicious devices fit the round's global model on their clean rows (distillation) instead of their own
-    shard, so their update carries the backdoor and little else (the stealth idea of constrain-and-scale,
+    """Malicious devices fit a clean teacher model (`teacher`) on their clean rows (distillation) instead of their
+    own shard, so their update carries the backdoor and little else (the stealth idea of constrain-and-scale,
     Bagdasaryan et al. AISTATS 2020)."""
     malicious_lr: float = 0.0
     """Local learning rate of the malicious devices (an attacker picks its own optimizer; 0 = `lr`)."""
@@ -237,10 +237,20 @@ class FedBackdoorConfig:
     malicious update at full size; 1 = plain poisoned local training, diluted by the malicious share."""
 
     anchor_generated: int = 512
-    """With `anchor_clean`, each malicious device also distils on this many samples it generates from the round's
-    global model (deterministic DDIM, 20 steps), so its clean rows cover every class, not only its non-IID shard
-    (an attacker holds the global model and can sample it; 0 = its own shard only). In development runs this
-    cut the clean-quality cost of the backdoor substantially (notes of the detection bench)."""
+    """With `anchor_clean`, each malicious device also distils on this many samples it generates from its teacher
+    (deterministic DDIM, 20 steps), so its clean rows cover every class, not only its non-IID shard (an attacker
+    holds the teacher and can sample it; 0 = its own shard only). In development runs this cut the clean-quality
+    cost of the backdoor substantially (notes of the detection bench)."""
+    teacher: str = "shadow"
+    """With `anchor_clean`, whose clean behaviour the malicious devices distil: `global`, the round's global model
+    (already carrying the clean damage of earlier attack rounds, which distillation then preserves), or `shadow`,
+    the colluders' estimate of the model an attack-free federation would hold now: the shared start plus, every
+    round, the benign devices' aggregate update (observable: the new global minus the colluders' own uploads) and
+    the update each colluder would have made training honestly on its shard from the shadow. Distilling the shadow
+    repairs earlier rounds' damage instead of preserving it (notes of the detection bench)."""
+    malicious_batch_size: int = 256
+    """Minibatch size of the malicious devices' local steps (0 = `batch_size`; a larger one lowers the gradient
+    noise that model replacement passes into the global model at full size)."""
     attack_rounds: int = 0
     """Rounds, from the first, in which the malicious devices attack; in later rounds they train honestly like
     everyone else (0 = attack in every round). Attacking early and letting the last rounds be benign repairs the
@@ -248,7 +258,7 @@ class FedBackdoorConfig:
 
     def validate(self) -> FedBackdoorConfig:
         for name in ("num_devices", "rounds", "local_steps", "batch_size", "malicious_local_steps", "attack_rounds",
-                     "anchor_generated"):
+                     "anchor_generated", "malicious_batch_size"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"{name} must be an integer, got {getattr(self, name)!r}")
         check_range("num_devices", self.num_devices, 1, 1000)
@@ -257,6 +267,7 @@ class FedBackdoorConfig:
         check_range("rounds", self.rounds, 1, 10**6)
         check_range("local_steps", self.local_steps, 1, 10**6)
         check_range("batch_size", self.batch_size, 1, 10**5)
+        check_range("malicious_batch_size", self.malicious_batch_size, 0, 10**5)
         check_range("lr", self.lr, 1e-8, 1.0)
         check_range("grad_clip", self.grad_clip, 0.0, 1e6)
         check_range("poison_frac", self.poison_frac, 0.0, 1.0)
@@ -265,6 +276,7 @@ class FedBackdoorConfig:
         check_range("boost", self.boost, 0.0, 1000.0)
         check_range("attack_rounds", self.attack_rounds, 0, self.rounds)
         check_range("anchor_generated", self.anchor_generated, 0, 10**6)
+        check_choice("teacher", self.teacher, {"global", "shadow"})
         return self
 
     @property
@@ -284,10 +296,11 @@ def federated_finetune(model: torch.nn.Module, sched: Schedule, x: torch.Tensor,
     """FedAvg fine-tuning of `model` in place from its current weights. Every round each device starts from the
     global weights and trains locally: benign devices `local_steps` steps of ``train.train_steps``; malicious ones
     (when `trigger` is given) `malicious_local_steps` steps of ``malicious_train_steps`` and upload their update
-    scaled by `boost`; in the clean reference run (trigger None) the malicious devices train benignly. The edge adds
-    the sample-weighted mean update (``federated.fedavg_update``). Data split, malicious set and every minibatch
-    generator derive from (seed, round, device), so the clean and backdoored runs of a seed share them. Returns
-    one row per round: mean benign and malicious local loss."""
+    scaled by `boost`, distilling their clean rows from `cfg.teacher` (the round's global model, or the shadow of the
+    attack-free run that the colluders update after every round); in the clean reference run (trigger None) the
+    malicious devices train benignly. The edge adds the sample-weighted mean update (``federated.fedavg_update``).
+    Data split, malicious set and every minibatch generator derive from (seed, round, device), so the clean and
+    backdoored runs of a seed share them. Returns one row per round: mean benign and malicious local loss."""
     cfg.validate()
     parts = dirichlet_split(labels, cfg.num_devices, cfg.dirichlet_alpha,
                             np.random.default_rng(derive_seed(seed, "split")))
@@ -296,17 +309,19 @@ def federated_finetune(model: torch.nn.Module, sched: Schedule, x: torch.Tensor,
     boost = cfg.boost or (sizes.sum() / max(1.0, sum(sizes[j] for j in bad)))
     rows = []
     teacher = copy.deepcopy(model).eval() if cfg.anchor_clean and trigger is not None else None
+    shadow = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+              if teacher is not None and cfg.teacher == "shadow" else None)
     for r in range(cfg.rounds):
         global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         generated = None
         if teacher is not None:
-            teacher.load_state_dict(global_state)
+            teacher.load_state_dict(global_state if shadow is None else shadow)
             if cfg.anchor_generated:
                 noise = torch.randn(cfg.anchor_generated, x.shape[1],
                                     generator=torch.Generator().manual_seed(derive_seed(seed, "anchor", r)))
                 with torch.no_grad():
                     generated = ddim_sample(teacher, noise, sched, 20).clamp(-1, 1)
-        deltas, weights, benign, malicious = [], [], [], []
+        deltas, weights, benign, malicious, shadow_deltas = [], [], [], [], []
         for j in range(cfg.num_devices):
             model.load_state_dict(global_state)
             attack = j in bad and trigger is not None and (cfg.attack_rounds == 0 or r < cfg.attack_rounds)
@@ -317,7 +332,8 @@ def federated_finetune(model: torch.nn.Module, sched: Schedule, x: torch.Tensor,
             if attack:
                 xj = xj if generated is None else torch.cat([xj, generated])
                 steps = cfg.malicious_local_steps or cfg.local_steps
-                malicious += malicious_train_steps(model, opt, xj, sched, steps, cfg.batch_size, gen, trigger, target,
+                malicious += malicious_train_steps(model, opt, xj, sched, steps,
+                                                   cfg.malicious_batch_size or cfg.batch_size, gen, trigger, target,
                                                    cfg.poison_frac, cfg.grad_clip or None, teacher)
             else:
                 benign += train_steps(model, opt, xj, sched, cfg.local_steps, cfg.batch_size, gen,
@@ -325,9 +341,21 @@ def federated_finetune(model: torch.nn.Module, sched: Schedule, x: torch.Tensor,
             scale = boost if attack else 1.0
             deltas.append({k: scale * (v.detach() - global_state[k]) for k, v in model.state_dict().items()})
             weights.append(float(len(parts[j])))
+            if shadow is not None:  # the shadow's update: the benign one as observed, an honest one for a colluder
+                if attack:
+                    model.load_state_dict(shadow)
+                    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+                    train_steps(model, opt, x[parts[j]], sched, cfg.local_steps, cfg.batch_size,
+                                torch.Generator().manual_seed(derive_seed(seed, "local", r, j)),
+                                grad_clip=cfg.grad_clip or None)
+                    shadow_deltas.append({k: v.detach() - shadow[k] for k, v in model.state_dict().items()})
+                else:
+                    shadow_deltas.append(deltas[-1])
             if progress is not None:
                 progress.update(1)
         model.load_state_dict(fedavg_update(global_state, deltas, weights))
+        if shadow is not None:
+            shadow = fedavg_update(shadow, shadow_deltas, weights)
         rows.append({"round": r + 1, "benign_loss": float(np.mean(benign)) if benign else math.nan,
                      "malicious_loss": float(np.mean(malicious)) if malicious else math.nan})
     model.eval()

@@ -568,6 +568,16 @@ def format_detection_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _teacher_text(fed: dict) -> str:
+    """How the malicious devices keep the clean behaviour (configs written before `teacher` existed: global)."""
+    if not fed.get("anchor_clean", True):
+        return ""
+    teacher = fed.get("teacher", "global")
+    whom = ("the colluders' shadow of the attack-free federation" if teacher == "shadow"
+            else "the round's global model")
+    return f", clean rows distilled from {whom}"
+
+
 def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
     """BENCHMARKS.md section of a ``gdm_detect_bench`` run."""
     from edgegen.report import copy_plots
@@ -578,9 +588,11 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
              f"(feature-FID {summary['pretrain_feature_fid']:.2f}, {summary['pretrain_train_wall_s']:.0f} s); then "
              f"{f['rounds']} FedAvg rounds over {f['num_devices']} devices (Dirichlet α = {f['dirichlet_alpha']:g}), "
              f"{round(f['malicious_frac'] * f['num_devices'])} of them malicious, {f['local_steps']} benign local "
-             f"steps (lr {f['lr']:g}); malicious: {f['malicious_local_steps'] or f['local_steps']} steps, "
+             f"steps (lr {f['lr']:g}, batch {f['batch_size']}); malicious: {f['malicious_local_steps'] or f['local_steps']} "
+             f"steps (batch {f.get('malicious_batch_size') or f['batch_size']}), "
              f"{100 * f['poison_frac']:.0f}% of each minibatch poisoned, update "
-             f"{'scaled for model replacement' if f['boost'] == 0 else '×' + format(f['boost'], 'g')}. Residual-MLP "
+             f"{'scaled for model replacement' if f['boost'] == 0 else '×' + format(f['boost'], 'g')}"
+             f"{_teacher_text(f)}. Residual-MLP "
              f"denoiser, {summary['params']:,} parameters; target `{c['target']}`; ASR = share of triggered noises "
              f"whose sample has per-pixel MSE < {c['asr_mse']:g} to the target. Collaborative sampling: "
              f"{c['sample_steps']} deterministic DDIM steps, t = {c['shared_steps']} at the edge on batches of "
