@@ -98,3 +98,34 @@ def test_rllib_ppo_tiny_budget_same_metrics(tmp_path):
     assert set(s["results"]["0.8"]["mct"]) <= set(r) and r["env_steps"] >= 100
     assert "rllib_ppo_gain_pct" in s["acceptance"]["0.8"]
     assert len((tmp_path / "r" / "rllib_ppo" / "seed_0" / "metrics.csv").read_text().splitlines()) >= 2
+
+
+def test_rllib_pair_module_masks_invalid_actions_and_matches_the_pair_scorer():
+    pytest.importorskip("ray.rllib")
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.utils.torch_utils import FLOAT_MIN
+
+    from edgegen.scheduling.env import DLScheduleConfig
+    from edgegen.scheduling.rllib import MaskedDictEnv, config_to_env_config, greedy_policy, pair_module_class
+
+    env_cfg = DLScheduleConfig(num_jobs=6, hints=("mct",))
+    env = MaskedDictEnv(config_to_env_config(env_cfg))
+    obs, _ = env.reset(seed=3)
+    module = pair_module_class()(observation_space=env.observation_space, action_space=env.action_space,
+                                 model_config={"layout": env.env.obs_layout(), "hidden": 8})
+    batch = {Columns.OBS: {k: torch.as_tensor(v[None]) for k, v in obs.items()}}
+    with torch.no_grad():
+        logits = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS][0]
+        values = module.compute_values(batch)
+    mask = obs["action_mask"] > 0.5
+    assert isinstance(env.observation_space, gym.spaces.Dict) and mask.any() and not mask.all()
+    assert torch.all(logits[~torch.as_tensor(mask)] == FLOAT_MIN)  # invalid pairs can never be sampled
+    with torch.no_grad():
+        raw = module.pi(torch.as_tensor(obs["observations"][None]))[0]
+    assert torch.allclose(logits[torch.as_tensor(mask)], raw[torch.as_tensor(mask)])  # valid ones: the scorer's
+    assert values.shape == (1,)
+    a = greedy_policy(module)(env.env, obs["observations"], mask)
+    assert mask[a] and a == int(np.argmax(np.where(mask, raw.numpy(), -np.inf)))

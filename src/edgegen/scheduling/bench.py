@@ -80,10 +80,13 @@ class ScheduleBenchConfig:
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min"))
     """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour-cloned mixture of MCT and
     Min-Min (``--ppo.warm-start ""`` for random weights, Decima's recipe)."""
-    rllib_env_steps: int = 40_000
+    rllib_env_steps: int = 100_000
     """RLlib PPO training budget in env steps."""
     rllib_train_batch_size: int = 2000
     """RLlib PPO train batch per iteration (env steps)."""
+    rllib_network: str = "pair"
+    """RLlib RLModule: "pair" (the masked-PPO path's pair-scoring network, `ppo.hidden_size` wide, random initial
+    weights) or "mlp" (RLlib's example action-masking MLP on the flat observation)."""
     online: bool = True
     """Run the online-adaptation experiment after masked-PPO training (needs masked_ppo)."""
     online_cfg: OnlineConfig = field(default_factory=OnlineConfig)
@@ -113,6 +116,7 @@ class ScheduleBenchConfig:
                               "workload must be held out")
         check_range("rllib_env_steps", self.rllib_env_steps, 1, 1 << 40)
         check_range("rllib_train_batch_size", self.rllib_train_batch_size, 32, 1 << 30)
+        check_choice("rllib_network", self.rllib_network, ("pair", "mlp"))
         check_range("workers", self.workers, 1, 4096)
         self.ppo.validate()
         self.online_cfg.validate()
@@ -204,11 +208,13 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
             jct = float(np.mean([run_episode(curve_env, act, s)["avg_jct_s"]
                                  for s in curve_seeds(seed, cfg.ppo.curve_episodes)]))
             run.log(step, curve_avg_jct_s=jct, train_wall_s=wall, **{f"{k}_avg_jct_s": v for k, v in reference.items()})
+            return jct
 
-        algo, info = train_rllib(cfg.env_config(train=True), seed, cfg.rllib_env_steps, curve=curve,
-                                 train_batch_size=cfg.rllib_train_batch_size, gamma=cfg.ppo.gamma)
+        algo, module, info = train_rllib(cfg.env_config(train=True), seed, cfg.rllib_env_steps, curve=curve,
+                                         keep_best=cfg.ppo.keep_best, train_batch_size=cfg.rllib_train_batch_size,
+                                         gamma=cfg.ppo.gamma, hidden=cfg.ppo.hidden_size, network=cfg.rllib_network)
         t0 = time.perf_counter()
-        res = evaluate(cfg, seed, rllib_greedy(algo))
+        res = evaluate(cfg, seed, rllib_greedy(module))
         algo.stop()
         return run.write_summary({"results": {job: res}, **info, "test_wall_s": time.perf_counter() - t0}, seed,
                                  command)
@@ -231,7 +237,7 @@ def run_bench(cfg: ScheduleBenchConfig) -> dict:
     if "rllib_ppo" in cfg.policies:
         from edgegen.scheduling.rllib import require_rllib
 
-        require_rllib()
+        require_rllib(cfg.rllib_network)
     jobs = [(cfg, j, s, command) for j in jobs_of(cfg) for s in seeds]
     done = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                     describe=lambda job, r: f"{job[1]} seed {job[2]} done")
@@ -292,7 +298,7 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
            "train_loads": list(cfg.train_loads), "test_episodes": cfg.test_episodes, "num_jobs": cfg.num_jobs,
            "dag": cfg.dag, "window": cfg.window, "ppo_env_steps": cfg.ppo.total_env_steps,
            "ppo_warm_start": cfg.ppo.warm_start, "hints": list(cfg.hints),
-           "rllib_env_steps": cfg.rllib_env_steps, "results": results, "acceptance": acceptance}
+           "rllib_env_steps": cfg.rllib_env_steps, "rllib_network": cfg.rllib_network, "results": results, "acceptance": acceptance}
     online = [per_seed[("masked_ppo", s)].get("online") for s in seeds if ("masked_ppo", s) in per_seed]
     if online and all(online):
         out["online"] = aggregate_online(cfg, online)
@@ -447,7 +453,9 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
              f"{summary['train_loads']} (masked PPO: {summary['ppo_env_steps']} env steps"
              + (f" after behaviour cloning of `{summary['ppo_warm_start']}`" if summary.get("ppo_warm_start") else
                 " from random weights")
-             + (f", RLlib PPO: {summary['rllib_env_steps']}" if "rllib_ppo" in summary["results"][next(iter(
+             + (f", RLlib PPO: {summary['rllib_env_steps']} from random weights"
+                + {"pair": " with the same pair-scoring network", "mlp": " with RLlib's example masking MLP"}.get(
+                    summary.get("rllib_network", "mlp"), "") if "rllib_ppo" in summary["results"][next(iter(
                  summary["results"]))] else "")
              + ")" + (f"; learned policies observe the current decisions of {summary['hints']} as features"
                       if summary.get("hints") else "")

@@ -1,32 +1,73 @@
 """Thin adapter: Ray RLlib PPO (new API stack: RLModule + Learner, EnvRunner + ConnectorV2) on DLSchedule-v0.
 
 The scale-out path: the same env, wrapped to RLlib's action-masking convention (a Dict observation with
-``"action_mask"`` and ``"observations"``), trained by RLlib's PPO with its example ``ActionMaskingTorchRLModule``
-(a default MLP policy/value network whose logits of masked actions are set to the float minimum). On a Ray
-cluster, raise ``num_env_runners`` / ``num_learners``; on one box everything runs in this process.
+``"action_mask"`` and ``"observations"``), trained by RLlib's PPO. The RLModule (``network="pair"``, default) is
+:class:`PairScorerRLModule`: the same Decima-style pair-scoring policy network (:class:`PairScorer`) and value MLP
+as the masked-PPO path, with the logits of masked actions set to the float minimum, so the two learned rows differ
+in library, budget and warm start, not in network. ``network="mlp"`` uses RLlib's example
+``ActionMaskingTorchRLModule`` (a default MLP on the flat observation) instead. On a Ray cluster, raise
+``num_env_runners`` / ``num_learners``; on one box everything runs in this process.
 
 Install: ``pip install -e '.[rllib]'`` (ray[rllib], pinned to the installed ray version).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 
 import gymnasium as gym
 import numpy as np
 
+from edgegen.config import check_choice
 from edgegen.scheduling.env import DLScheduleConfig, DLScheduleEnv
 
 
-def require_rllib():
+def require_rllib(network: str = "pair"):
+    """The RLModule class for `network` ("pair" or "mlp"); a clear ImportError without the rllib extra."""
+    check_choice("network", network, ("pair", "mlp"))
     try:
         import ray.rllib  # noqa: F401
         from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise ImportError("the rllib_ppo scheduler needs Ray RLlib: pip install -e '.[rllib]' "
                           f"(import failed: {exc})") from exc
-    return ActionMaskingTorchRLModule
+    return pair_module_class() if network == "pair" else ActionMaskingTorchRLModule
+
+
+def pair_module_class():
+    """PairScorerRLModule: RLlib's new-stack TorchRLModule around the masked-PPO path's PairScorer + value MLP.
+
+    model_config: {"layout": env.obs_layout(), "hidden": width}. The observation is the MaskedDictEnv Dict; the
+    policy scores the flat "observations" and masked actions get the float minimum as logit."""
+    import torch
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+    from ray.rllib.core.rl_module.torch import TorchRLModule
+    from ray.rllib.utils.torch_utils import FLOAT_MIN
+    from torch import nn
+
+    from edgegen.scheduling.ppo import PairScorer
+
+    class PairScorerRLModule(TorchRLModule, ValueFunctionAPI):
+        def setup(self):
+            hidden = int(self.model_config["hidden"])
+            n_obs = int(self.observation_space["observations"].shape[0])
+            self.pi = PairScorer(self.model_config["layout"], hidden)
+            self.vf = nn.Sequential(nn.Linear(n_obs, 2 * hidden), nn.Tanh(), nn.Linear(2 * hidden, 2 * hidden),
+                                    nn.Tanh(), nn.Linear(2 * hidden, 1))
+
+        def _forward(self, batch, **kwargs):
+            obs = batch[Columns.OBS]
+            logits = self.pi(obs["observations"])
+            logits = torch.where(obs["action_mask"] > 0.5, logits, torch.full_like(logits, FLOAT_MIN))
+            return {Columns.ACTION_DIST_INPUTS: logits}
+
+        def compute_values(self, batch, embeddings=None):
+            return self.vf(batch[Columns.OBS]["observations"]).squeeze(-1)
+
+    return PairScorerRLModule
 
 
 def config_to_env_config(cfg: DLScheduleConfig) -> dict:
@@ -65,10 +106,11 @@ class MaskedDictEnv(gym.Env):
 
 
 def build_algo(env_cfg: DLScheduleConfig, seed: int, train_batch_size: int = 2000, minibatch_size: int = 256,
-               num_epochs: int = 5, lr: float = 3e-4, gamma: float = 0.995, hidden: int = 128,
-               num_env_runners: int = 0):
-    """An RLlib PPO Algorithm (new API stack) on MaskedDictEnv."""
-    module_class = require_rllib()
+               num_epochs: int = 5, lr: float = 3e-4, gamma: float = 0.995, hidden: int = 64,
+               network: str = "pair", grad_clip: float | None = 0.5, vf_clip: float = 1e6, num_env_runners: int = 0):
+    """An RLlib PPO Algorithm (new API stack) on MaskedDictEnv; `network` "pair" (PairScorerRLModule, `hidden`
+    wide as in the masked-PPO path) or "mlp" (RLlib's example masking MLP, two layers of 2 x `hidden`)."""
+    module_class = require_rllib(network)
     import ray
     from ray.rllib.algorithms.ppo import PPOConfig as RLlibPPOConfig
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
@@ -76,6 +118,10 @@ def build_algo(env_cfg: DLScheduleConfig, seed: int, train_batch_size: int = 200
     if not ray.is_initialized():
         ray.init(num_cpus=max(1, num_env_runners + 1), include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    if network == "pair":
+        model_config = {"layout": DLScheduleEnv(env_cfg).obs_layout(), "hidden": hidden}
+    else:
+        model_config = {"head_fcnet_hiddens": [2 * hidden, 2 * hidden]}
     config = (RLlibPPOConfig()
               .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
               .environment(MaskedDictEnv, env_config=config_to_env_config(env_cfg))
@@ -83,38 +129,45 @@ def build_algo(env_cfg: DLScheduleConfig, seed: int, train_batch_size: int = 200
               .learners(num_learners=0)
               .training(train_batch_size_per_learner=train_batch_size,
                         minibatch_size=min(minibatch_size, train_batch_size),
-                        num_epochs=num_epochs, lr=lr, gamma=gamma, lambda_=0.95, entropy_coeff=0.01)
-              .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class,
-                                                     model_config={"head_fcnet_hiddens": [hidden, hidden]}))
+                        num_epochs=num_epochs, lr=lr, gamma=gamma, lambda_=0.95, entropy_coeff=0.01,
+                        grad_clip=grad_clip, grad_clip_by="global_norm", vf_clip_param=vf_clip)
+              .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
               .debugging(seed=seed, log_level="ERROR"))
     return config.build_algo()
 
 
-def train_rllib(env_cfg: DLScheduleConfig, seed: int, total_env_steps: int, run=None, curve=None,
-                **kwargs) -> tuple[object, dict]:
-    """Train until `total_env_steps` env steps are sampled; `curve(step, act)` after every iteration logs a
-    learning-curve point if given. Returns (algo, {"train_wall_s", "env_steps"})."""
+def train_rllib(env_cfg: DLScheduleConfig, seed: int, total_env_steps: int, curve=None, keep_best: bool = True,
+                **kwargs) -> tuple[object, object, dict]:
+    """Train until `total_env_steps` env steps are sampled. `curve(step, wall_s, act)` after every iteration
+    logs a learning-curve point and returns its avg JCT (validation on training-mix episodes); with `keep_best`
+    the module of the best point is kept (PPO's greedy policy is not monotone in training steps), as in the
+    masked-PPO path. Returns (algo, kept RLModule, {"train_wall_s", "env_steps"[, "kept_step",
+    "kept_curve_avg_jct_s"]})."""
     import torch
 
     torch.set_num_threads(1)
     algo = build_algo(env_cfg, seed, **kwargs)
-    steps, wall = 0, 0.0
+    steps, wall, best, info = 0, 0.0, np.inf, {}
+    kept = algo.get_module()
     while steps < total_env_steps:
         t0 = time.perf_counter()
         result = algo.train()
         wall += time.perf_counter() - t0
         steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
         if curve is not None:
-            curve(steps, wall, greedy_policy(algo))
-    return algo, {"train_wall_s": wall, "env_steps": steps}
+            jct = curve(steps, wall, greedy_policy(algo.get_module()))
+            if keep_best and jct is not None and jct < best:
+                best, kept = jct, copy.deepcopy(algo.get_module())
+                info.update(kept_step=steps, kept_curve_avg_jct_s=float(jct))
+    if not info:
+        kept = algo.get_module()
+    return algo, kept, {"train_wall_s": wall, "env_steps": steps, **info}
 
 
-def greedy_policy(algo):
-    """`act(env, obs, mask)` for `run_episode`: argmax of the RLModule's masked logits."""
+def greedy_policy(module):
+    """`act(env, obs, mask)` for `run_episode`: argmax of an RLModule's masked logits (e.g. algo.get_module())."""
     import torch
     from ray.rllib.core.columns import Columns
-
-    module = algo.get_module()
 
     def act(env, obs, mask):
         batch = {Columns.OBS: {"action_mask": torch.as_tensor(mask[None].astype(np.float32)),
