@@ -298,7 +298,8 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
            "train_loads": list(cfg.train_loads), "test_episodes": cfg.test_episodes, "num_jobs": cfg.num_jobs,
            "dag": cfg.dag, "window": cfg.window, "ppo_env_steps": cfg.ppo.total_env_steps,
            "ppo_warm_start": cfg.ppo.warm_start, "hints": list(cfg.hints),
-           "rllib_env_steps": cfg.rllib_env_steps, "rllib_network": cfg.rllib_network, "results": results, "acceptance": acceptance}
+           "rllib_env_steps": cfg.rllib_env_steps, "rllib_network": cfg.rllib_network, "results": results,
+           "acceptance": acceptance}
     online = [per_seed[("masked_ppo", s)].get("online") for s in seeds if ("masked_ppo", s) in per_seed]
     if online and all(online):
         out["online"] = aggregate_online(cfg, online)

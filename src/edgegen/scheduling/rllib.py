@@ -147,8 +147,7 @@ def train_rllib(env_cfg: DLScheduleConfig, seed: int, total_env_steps: int, curv
 
     torch.set_num_threads(1)
     algo = build_algo(env_cfg, seed, **kwargs)
-    steps, wall, best, info = 0, 0.0, np.inf, {}
-    kept = algo.get_module()
+    steps, wall, best, info, kept = 0, 0.0, np.inf, {}, None
     while steps < total_env_steps:
         t0 = time.perf_counter()
         result = algo.train()
@@ -159,9 +158,7 @@ def train_rllib(env_cfg: DLScheduleConfig, seed: int, total_env_steps: int, curv
             if keep_best and jct is not None and jct < best:
                 best, kept = jct, copy.deepcopy(algo.get_module())
                 info.update(kept_step=steps, kept_curve_avg_jct_s=float(jct))
-    if not info:
-        kept = algo.get_module()
-    return algo, kept, {"train_wall_s": wall, "env_steps": steps, **info}
+    return algo, kept if kept is not None else algo.get_module(), {"train_wall_s": wall, "env_steps": steps, **info}
 
 
 def greedy_policy(module):
