@@ -34,6 +34,7 @@ from edgegen.runs import RunDir, current_command, save_figure
 from edgegen.scheduling.env import MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
 from edgegen.scheduling.heuristics import HEURISTICS, heuristic_policy, lower_bound, rollout_oracle_policy
 from edgegen.scheduling.ppo import OnlineConfig, PPOConfig
+from edgegen.scheduling.rllib import NETWORKS as RLLIB_NETWORKS
 from edgegen.seeding import derive_seed
 
 LEARNED = ("masked_ppo", "rllib_ppo")
@@ -116,7 +117,7 @@ class ScheduleBenchConfig:
                               "workload must be held out")
         check_range("rllib_env_steps", self.rllib_env_steps, 1, 1 << 40)
         check_range("rllib_train_batch_size", self.rllib_train_batch_size, 32, 1 << 30)
-        check_choice("rllib_network", self.rllib_network, ("pair", "mlp"))
+        check_choice("rllib_network", self.rllib_network, RLLIB_NETWORKS)
         check_range("workers", self.workers, 1, 4096)
         self.ppo.validate()
         self.online_cfg.validate()

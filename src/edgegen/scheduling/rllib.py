@@ -23,10 +23,13 @@ import numpy as np
 from edgegen.config import check_choice
 from edgegen.scheduling.env import DLScheduleConfig, DLScheduleEnv
 
+NETWORKS = ("pair", "mlp")
+"""RLModule choices: the masked-PPO path's pair scorer, or RLlib's example masking MLP."""
+
 
 def require_rllib(network: str = "pair"):
     """The RLModule class for `network` ("pair" or "mlp"); a clear ImportError without the rllib extra."""
-    check_choice("network", network, ("pair", "mlp"))
+    check_choice("network", network, NETWORKS)
     try:
         import ray.rllib  # noqa: F401
         from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
