@@ -15,7 +15,8 @@ TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-
         "--ppo.n-steps", "32", "--ppo.batch-size", "32", "--ppo.n-epochs", "1", "--ppo.hidden-size", "8",
         "--ppo.eval-every-env-steps", "64", "--ppo.curve-episodes", "1", "--ppo.warm-start-decisions", "100",
         "--ppo.warm-start-epochs", "1", "--online-cfg.pre-episodes", "1",
-        "--online-cfg.post-episodes", "2", "--online-cfg.n-steps", "16", "--online-cfg.recovery-window", "1",
+        "--online-cfg.post-episodes", "2", "--online-cfg.n-steps", "16", "--online-cfg.specialist-env-steps", "64",
+        "--online-cfg.recovery-window", "1",
         "--quiet"]
 
 
@@ -47,6 +48,8 @@ def test_bench_tiny_budget_and_report(tmp_path):
     for name in ("jct_vs_load", "learning_curves", "online_adaptation"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0
     assert (out / "masked_ppo" / "seed_0" / "ckpt" / "model.zip").exists()
+    assert (out / "online" / "seed_0" / "ckpt" / "specialist.zip").exists()
+    assert s["online"]["config"]["pre_mix"] == "training_heavy" and s["online"]["specialist_train_wall_s_mean"] > 0
     assert "| mct |" in done.stdout
 
     report = tmp_path / "B.md"
@@ -57,6 +60,7 @@ def test_bench_tiny_budget_and_report(tmp_path):
     r = s["results"]["0.9"]["mct"]
     assert f"{r['avg_jct_s']:.2f} ± {r['avg_jct_s_std']:.2f}" in text
     assert "Online adaptation" in text and "![jct_vs_load]" in text
+    assert "recovers earlier than `frozen_fresh`" in text
     assert "rollout_oracle avg JCT" in text and "clairvoyant reference" in text
 
     # finished jobs are skipped on a re-run
@@ -81,6 +85,8 @@ def test_bad_flags_get_clear_errors(tmp_path, capsys):
     assert "held out" in capsys.readouterr().err
     assert main(["schedule", "bench", "--out", str(tmp_path), "--load", "3.0"]) == 2
     assert "load" in capsys.readouterr().err
+    assert main(["schedule", "bench", "--out", str(tmp_path), "--online-cfg.post-mix", "nope"]) == 2
+    assert "post_mix" in capsys.readouterr().err
 
 
 def test_rllib_ppo_tiny_budget_same_metrics(tmp_path):
@@ -129,3 +135,10 @@ def test_rllib_pair_module_masks_invalid_actions_and_matches_the_pair_scorer():
     assert values.shape == (1,)
     a = greedy_policy(module)(env.env, obs["observations"], mask)
     assert mask[a] and a == int(np.argmax(np.where(mask, raw.numpy(), -np.inf)))
+
+
+def test_faster_seeds_counts_never_as_after_the_stream():
+    from edgegen.scheduling.bench import faster_seeds
+
+    # seed 1: 2 < 5; seed 2: 3 < never; seed 3: never vs never is not faster; seed 4: 4 vs 4 is not faster
+    assert faster_seeds([2, 3, None, 4], [5, None, None, 4]) == 2

@@ -37,6 +37,10 @@ def test_recovery_episode_by_hand():
     assert recovery_episode(ratio, pre=2, window=2, tolerance=0.05) == 4
     assert recovery_episode([1.0, 3.0, 3.0], pre=1, window=1, tolerance=0.5) is None
     assert recovery_episode([1.0, 1.0], pre=1, window=1, tolerance=0.0) == 0
+    # a lucky dip does not count: post ratios 1.0 (ok), 1.5, 1.0, 1.0 with window 1 settle at post index 2
+    assert recovery_episode([1.0, 1.0, 1.5, 1.0, 1.0], pre=1, window=1, tolerance=0.05) == 2
+    # ... and a stream that ends above the target never settled, whatever happened before
+    assert recovery_episode([1.0, 1.0, 1.0, 1.2], pre=1, window=1, tolerance=0.05) is None
 
 
 def test_tiny_training_run_logs_a_curve_and_keeps_best(tmp_path):

@@ -7,12 +7,13 @@ Protocol
     trained on) from seeds derived under "test", identical for every policy. Each seed's value is the mean over its
     test episodes; the summary reports mean and std over seeds.
     ``lower_bound`` is :func:`edgegen.scheduling.heuristics.lower_bound` on the same test episodes.
-    Online adaptation (``online``): the seed's trained masked-PPO model schedules a stream whose workload shifts
-    from (``pre_mix``, ``pre_load``) to a held-out (``post_mix``, ``post_load``); a frozen copy vs a copy that keeps
-    learning (:func:`edgegen.scheduling.ppo.online_adaptation`).
+    Online adaptation (job ``online``): a masked-PPO specialist trained on (``pre_mix``, ``pre_load``) alone
+    schedules a stream whose workload shifts to (``post_mix``, ``post_load``), which it never saw; a frozen copy vs
+    a copy that keeps learning (:func:`edgegen.scheduling.ppo.online_adaptation`).
 
 Layout: OUT/<job>/seed_<s>/ is one RunDir per (job, seed) with jobs ``heuristics``, ``masked_ppo`` (training,
-curve, test, model in ckpt/model.zip, and the online experiment) and ``rllib_ppo``; OUT/summary.json (kind
+curve, test, model in ckpt/model.zip), ``rllib_ppo``, ``rollout_oracle`` and ``online`` (the specialist in
+ckpt/specialist.zip, its curve, the stream results); OUT/summary.json (kind
 ``schedule_bench``) has ``{"results": {LOAD: {POLICY: {avg_jct_s, avg_jct_s_std, p95_jct_s, makespan_s,
 utilization, ...}}}, "acceptance": {LOAD: {best_heuristic, masked_ppo_gain_pct, rllib_ppo_gain_pct}},
 "online": {...}}``. A finished (job, seed) is skipped on a re-run; an interrupted training restarts that job.
@@ -89,7 +90,7 @@ class ScheduleBenchConfig:
     """RLlib RLModule: "pair" (the masked-PPO path's pair-scoring network, `ppo.hidden_size` wide, random initial
     weights) or "mlp" (RLlib's example action-masking MLP on the flat observation)."""
     online: bool = True
-    """Run the online-adaptation experiment after masked-PPO training (needs masked_ppo)."""
+    """Run the online-adaptation experiment (a job of its own; only when masked_ppo is among the policies)."""
     online_cfg: OnlineConfig = field(default_factory=OnlineConfig)
     """Online-adaptation experiment."""
     workers: int = 1
@@ -187,17 +188,22 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     run.truncate_metrics(-1)  # an interrupted training restarts from scratch
     reference = curve_reference(cfg, seed)
     if job == "masked_ppo":
-        from edgegen.scheduling.ppo import greedy_policy, online_adaptation, train
+        from edgegen.scheduling.ppo import greedy_policy, train
 
         model, info = train(cfg.ppo, cfg.env_config(train=True), seed, run, progress=False, reference=reference)
         model.save(run.ckpt / "model.zip")
         t0 = time.perf_counter()
         res = evaluate(cfg, seed, greedy_policy(model))
         summary = {"results": {job: res}, **info, "test_wall_s": time.perf_counter() - t0}
-        if cfg.online:
-            summary["online"] = online_adaptation(run.ckpt / "model.zip", cfg.online_cfg, cfg.env_config(train=True),
-                                                  seed, cfg.ppo)
         return run.write_summary(summary, seed, command)
+    if job == "online":
+        from edgegen.scheduling.ppo import online_adaptation, train_specialist
+
+        model, info = train_specialist(cfg.online_cfg, cfg.ppo, cfg.env_config(train=True), seed, run)
+        model.save(run.ckpt / "specialist.zip")
+        online = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, cfg.env_config(train=True), seed,
+                                   cfg.ppo)
+        return run.write_summary({"online": online, "specialist": info}, seed, command)
     if job == "rllib_ppo":
         from edgegen.scheduling.ppo import curve_seeds
         from edgegen.scheduling.rllib import greedy_policy as rllib_greedy
@@ -224,7 +230,8 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
 
 def jobs_of(cfg: ScheduleBenchConfig) -> list[str]:
     jobs = [j for j in ("masked_ppo", "rllib_ppo", ORACLE) if j in cfg.policies]
-    return jobs + ["heuristics"]  # longest first
+    online = ["online"] if cfg.online and "masked_ppo" in cfg.policies else []
+    return jobs + online + ["heuristics"]  # longest first
 
 
 def run_bench(cfg: ScheduleBenchConfig) -> dict:
@@ -301,15 +308,18 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
            "ppo_warm_start": cfg.ppo.warm_start, "hints": list(cfg.hints),
            "rllib_env_steps": cfg.rllib_env_steps, "rllib_network": cfg.rllib_network, "results": results,
            "acceptance": acceptance}
-    online = [per_seed[("masked_ppo", s)].get("online") for s in seeds if ("masked_ppo", s) in per_seed]
-    if online and all(online):
+    online = [per_seed[("online", s)] for s in seeds if ("online", s) in per_seed]
+    if online:
         out["online"] = aggregate_online(cfg, online)
     return out
 
 
-def aggregate_online(cfg: ScheduleBenchConfig, runs: list[dict]) -> dict:
+def aggregate_online(cfg: ScheduleBenchConfig, per_seed: list[dict]) -> dict:
+    """Online-adaptation rows over the seeds' `online` job summaries."""
     oc = cfg.online_cfg
+    runs = [r["online"] for r in per_seed]
     out: dict = {"config": dataclasses.asdict(oc), "shift_episode": oc.pre_episodes,
+                 "specialist_train_wall_s_mean": float(np.mean([r["specialist"]["train_wall_s"] for r in per_seed])),
                  "yardstick_heuristics": runs[0]["yardstick_heuristics"],
                  "online_wall_s_mean": float(np.mean([r["online_wall_s"] for r in runs]))}
     for name in ONLINE_ROWS:
@@ -384,6 +394,13 @@ def plot_learning_curves(cfg: ScheduleBenchConfig, seeds: list[int]) -> Path | N
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return save_figure(fig, cfg.out / "plots" / "learning_curves.png")
+
+
+def faster_seeds(learner: list, frozen: list) -> int:
+    """Seeds on which the learner's recovery episode is earlier than the frozen policy's (None = never)."""
+    inf = float("inf")
+    return sum((a if a is not None else inf) < (b if b is not None else inf) for a, b in zip(learner, frozen,
+                                                                                            strict=True))
 
 
 def _rolling(y, window: int) -> np.ndarray:
@@ -509,13 +526,17 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
     on = summary.get("online")
     if on:
         oc = on["config"]
-        lines += ["", f"Online adaptation: stream of {oc['pre_episodes']} episodes of `{oc['pre_mix']}` at load "
-                  f"{oc['pre_load']}, then {oc['post_episodes']} of held-out `{oc['post_mix']}` at load "
-                  f"{oc['post_load']}; ratio = policy's avg JCT / best of {on['yardstick_heuristics']} on the same "
-                  f"episode; recovered = first post-shift episode whose {oc['recovery_window']}-episode rolling ratio "
-                  f"is within {100 * oc['recovery_tolerance']:.0f}% of the pre-shift ratio. `online` = the episodes as "
-                  "the learner scheduled them (stochastic actions) and `frozen` = the trained policy, greedy, no "
-                  "updates, on the same stream episodes; "
+        spec = (f"a masked-PPO specialist trained on `{oc['pre_mix']}` at load {oc['pre_load']} alone "
+                f"({oc['specialist_env_steps']} PPO env steps after the bench's warm start, "
+                f"{on['specialist_train_wall_s_mean']:.0f} s wall per seed) schedules ")
+        lines += ["", f"Online adaptation: {spec}a stream of {oc['pre_episodes']} episodes of `{oc['pre_mix']}` at "
+                  f"load {oc['pre_load']}, then {oc['post_episodes']} of `{oc['post_mix']}` at load "
+                  f"{oc['post_load']}, a mix the specialist never saw; ratio = policy's avg JCT / best of "
+                  f"{on['yardstick_heuristics']} on the same episode; recovered = the post-shift episode from which "
+                  f"on the {oc['recovery_window']}-episode rolling ratio stays within "
+                  f"{100 * oc['recovery_tolerance']:.0f}% of the pre-shift ratio to the end of the stream. `online` = "
+                  "the episodes as the learner scheduled them (stochastic actions) and `frozen` = the specialist, "
+                  "greedy, no updates, on the same stream episodes; "
                   + ("`online_greedy` = the learner's greedy policy right after the update stream episode i fed, "
                      "played on a fresh episode i (same mix and load, another seed, never trained on) and "
                      "`frozen_fresh` = the frozen policy on the same fresh episodes. " if "online_greedy" in on else "")
@@ -530,6 +551,11 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
             rec = ", ".join("never" if x is None else str(x) for x in r["recovery_episode_per_seed"])
             lines.append(f"| {name} | {r['pre_ratio_mean']:.3f} | {r['post_ratio_last_mean']:.3f} | "
                          f"{r['recovered_seeds']}/{len(r['recovery_episode_per_seed'])} | {rec} |")
+        for learner, frozen in (("online", "frozen"), ("online_greedy", "frozen_fresh")):
+            if learner in on and frozen in on:
+                n = faster_seeds(on[learner]["recovery_episode_per_seed"], on[frozen]["recovery_episode_per_seed"])
+                lines += ["", f"`{learner}` recovers earlier than `{frozen}` (never = after the stream) on {n}/"
+                                  f"{len(on[frozen]['recovery_episode_per_seed'])} seeds."]
     return lines + copy_plots(run_dir, figures, out_dir) + [""]
 
 
