@@ -14,6 +14,7 @@ from edgegen.scheduling.env import (
     exec_time_s,
     fluid_capacity_jobs_per_s,
     fluid_makespan_s,
+    jobs_time_integral,
     run_episode,
     upward_rank_s,
 )
@@ -95,6 +96,41 @@ def test_return_is_minus_average_jct_and_schedule_is_feasible():
     assert np.all(env.task_memory_gb <= env.agent_table[agent, 1])
     jct = env.job_finish_s - env.job_arrival_s
     assert out["avg_jct_s"] == pytest.approx(jct.mean())
+
+
+def test_reward_baseline_return_is_the_jct_difference_to_the_heuristic():
+    from edgegen.scheduling.heuristics import heuristic_policy
+
+    opts = {"load": 0.95, "mix": "training_heavy"}
+    plain = DLScheduleEnv(num_jobs=25, hints=())
+    mct = run_episode(plain, heuristic_policy("mct"), seed=4, options=opts)["avg_jct_s"]
+    mine = run_episode(plain, random_masked(2), seed=4, options=opts)
+    based = DLScheduleEnv(num_jobs=25, hints=(), reward_baseline="mct")
+    out = run_episode(based, random_masked(2), seed=4, options=opts)
+    assert out["avg_jct_s"] == mine["avg_jct_s"]  # metrics unaffected, same schedule
+    assert out["return"] == pytest.approx(-(mine["avg_jct_s"] - mct) / 10.0, rel=1e-9, abs=1e-12)
+    assert run_episode(based, heuristic_policy("mct"), seed=4, options=opts)["return"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_jobs_time_integral_by_hand():
+    # job 0 in the system over [0, 4), job 1 over [1, 2): over [0.5, 3] that is 2.5 + 1
+    assert jobs_time_integral(np.array([0.0, 1.0]), np.array([4.0, 2.0]), 0.5, 3.0) == pytest.approx(3.5)
+    assert jobs_time_integral(np.array([0.0, 1.0]), np.array([4.0, 2.0]), 5.0, np.inf) == 0.0
+
+
+def test_tie_feature_by_hand():
+    env = DLScheduleEnv(num_jobs=30, hints=())
+    obs, _ = env.reset(seed=3, options={"load": 0.95})
+    start, stop, shape = env.obs_layout()["task"]
+    task = obs[start:stop].reshape(shape)
+    for slot, i in enumerate(env.window_tasks):
+        ex = np.sort(env.exec_s[i])
+        want = 1.0 if not np.isfinite(ex[1]) else min(np.log(ex[1] / ex[0]), 5.0) / 5.0
+        assert task[slot, 9] == pytest.approx(want, rel=1e-6)
+    one = DLScheduleEnv(agents=("cloud_gpu",), num_jobs=2, hints=())
+    obs, _ = one.reset(seed=0)
+    start, stop, shape = one.obs_layout()["task"]
+    assert obs[start:stop].reshape(shape)[0, 9] == 1.0  # a single agent: fully tied
 
 
 def test_mask_matches_env_rules_and_invalid_actions():

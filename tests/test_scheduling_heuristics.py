@@ -49,6 +49,21 @@ def test_planners_wait_for_a_busy_agent_and_reserve_it():
     assert H.max_min(state([[1, 5], [1, 2.5]], busy)) == (1, 1)
 
 
+def test_tied_spt_by_hand():
+    # tasks 0 and 1 are tied to agent 0 (second best 60 > 5 x 10, 70 > 5 x 12); task 2 is not (3 vs 2)
+    s = state([[12, 70], [10, 60], [2, 3]])
+    assert H.min_min(s) == (2, 0)  # min-min gives the fast agent to the short untied task
+    assert H.tied_spt(s) == (1, 0)  # the shorter tied task goes first, to its agent
+    # no tied task: Min-Min's choice (completion times 4, 3, 3: the first minimum, task 1 on agent 1)
+    assert H.tied_spt(state([[4, 6], [5, 3], [3, 4]], [0.0, 0.0])) == H.min_min(state([[4, 6], [5, 3], [3, 4]]))
+    assert H.min_min(state([[4, 6], [5, 3], [3, 4]])) == (1, 1)
+    # a task that fits only one agent is tied to it, however short the others
+    assert H.tied_spt(state([[1, 1.5], [9, INF], [1, 1.2]])) == (1, 0)
+    # tied tasks reserve their agent; then task 2 plans onto agent 0 after them (free 22 + 2) or agent 1 (3)
+    assert H.tied_spt(state([[12, 70], [10, 60], [2, 3]], [0.0, 1.0])) == (1, 0)
+    assert H.heuristic_policy("tied_spt") is not None and "tied_spt" not in H.HEURISTICS
+
+
 def test_lower_bound_by_hand():
     # job 0 at t=0: t0 -> t1; job 1 at t=1: t2 (agent 1 only)
     exec_s = np.array([[2.0, 4.0], [3.0, 1.0], [INF, 5.0]])

@@ -36,7 +36,8 @@ Observation (flat float32 vector, blocks in ``obs_layout()``; times enter as lg(
     time if started when the agent is free (MCT's quantity), log(exec / task's best exec) / 5, then one 0/1
     feature per ``hints`` heuristic: 1 on the pair that heuristic would assign now;
     per slot: occupied, lg time waited, lg job age, lg job's remaining work (best exec times), job tasks left / 4,
-    lg best exec, lg best completion, lg upward rank (HEFT's remaining critical path), successors / 4;
+    lg best exec, lg best completion, lg upward rank (HEFT's remaining critical path), successors / 4,
+    log(second-best exec / best exec) / 5 (how tied the task is to its fastest agent; 1 if only one agent fits);
     per agent: idle, lg busy time left, log speed / 5, log bandwidth / 7, memory / 100 GB;
     global: ready tasks in the window / W, ready tasks beyond it / W, jobs in system / 20, share of jobs still to
     arrive, wait valid, then one 0/1 feature per hint heuristic: 1 if it would wait now. The hints are
@@ -45,6 +46,12 @@ Observation (flat float32 vector, blocks in ``obs_layout()``; times enter as lg(
 
 Reward (Decima's): -(time elapsed) x (jobs in the system) / (time_scale_s x num_jobs) per step, so the
     undiscounted episode return is exactly -(average job completion time) / time_scale_s.
+    With ``reward_baseline`` = a heuristic name, each step also gets back the same integral for the jobs in the
+    system under that heuristic on the same episode over the same time interval (the rest of it at the last step):
+    the return becomes -(avg JCT - the heuristic's avg JCT) / time_scale_s. This is an input-dependent baseline
+    (Mao et al., ICLR 2019, used by Decima; a rollout baseline as in Kool et al., ICLR 2019): busy and quiet
+    stretches of the arrival sequence no longer dominate the return, only the policy's difference does. It only
+    changes the training signal; ``episode_metrics()`` are unaffected.
 """
 
 from __future__ import annotations
@@ -124,6 +131,9 @@ class DLScheduleConfig:
     """What an action outside the mask does: "penalty" (documented above) or "error" (ValueError)."""
     invalid_penalty: float = 1.0
     """Reward subtracted for an invalid action in "penalty" mode (>= 0)."""
+    reward_baseline: str = ""
+    """Heuristic (a name in HINTABLE) played on the same episode whose jobs-in-system integral is subtracted from
+    the reward (see "Reward" above); "" = Decima's plain reward."""
     hints: tuple[str, ...] = ("mct", "min_min")
     """Heuristics (names in heuristics.HEURISTICS, deterministic ones only) whose current decision is part of the
     observation: per (slot, agent) pair 1 if the heuristic would make that assignment now, and a global 1 if it
@@ -148,6 +158,8 @@ class DLScheduleConfig:
         check_range("invalid_penalty", self.invalid_penalty, 0.0, 1e9)
         for h in self.hints:
             check_choice("hints[*]", h, HINTABLE)
+        if self.reward_baseline:
+            check_choice("reward_baseline", self.reward_baseline, HINTABLE)
         max_mem = max(AGENT_KINDS[a][1] for a in self.agents)
         for mix in self.mixes:
             for name, p in zip(TEMPLATE_NAMES, MIXES[mix], strict=True):
@@ -244,8 +256,8 @@ def fluid_capacity_jobs_per_s(agents: tuple[str, ...], mix: str, dag: bool, samp
 # ------------------------------------------------------------------ the env
 
 PAIR_FEATURES = 6  # valid, fits memory, lg exec, lg start delay, lg completion, log(exec / best exec)
-TASK_FEATURES = 9  # present, lg waited, lg job age, lg job work left, job tasks left, lg best exec,
-#                    lg best completion, lg upward rank, successors
+TASK_FEATURES = 10  # present, lg waited, lg job age, lg job work left, job tasks left, lg best exec,
+#                     lg best completion, lg upward rank, successors, log(second-best / best exec)
 AGENT_FEATURES = 5  # idle, lg busy left, log speed, log bandwidth, memory
 GLOBAL_FEATURES = 5  # ready tasks, beyond window, jobs in system, arrivals left, wait valid
 
@@ -304,6 +316,8 @@ class DLScheduleEnv(gym.Env):
         a = self.agent_table
         self.exec_s = exec_time_s(size[:, 0], size[:, 1], size[:, 2], a[:, 0], a[:, 1], a[:, 2])
         self.best_exec_s = self.exec_s.min(axis=1)
+        second = np.sort(self.exec_s, axis=1)[:, 1] if self.num_agents > 1 else np.full(n, np.inf)
+        self.tie_feature = np.minimum(np.log(second / self.best_exec_s), 5.0) / 5.0  # 1 where one agent fits
         mean_exec = np.array([row[np.isfinite(row)].mean() for row in self.exec_s])
         self.upward_rank_s = upward_rank_s(mean_exec, self.task_succs)  # tasks of a job are contiguous, topological
         self.job_tasks = [[] for _ in range(cfg.num_jobs)]
@@ -330,6 +344,9 @@ class DLScheduleEnv(gym.Env):
         self._jobs_done = 0
         self._decisions = self._invalid = 0
         self._done = False
+        self._ref_finish_s = None
+        if cfg.reward_baseline:
+            self._ref_finish_s = self._reference_finish_s(cfg.reward_baseline)
         self._process_events()
         reward = self._advance_until_decision()  # 0 (the first job arrives at t = 0)
         assert reward == 0.0
@@ -435,10 +452,34 @@ class DLScheduleEnv(gym.Env):
 
     def _advance_one_event(self) -> float:
         t = self._next_event_s()
-        reward = -(t - self.now_s) * self._jobs_in_system / (self.config.time_scale_s * self.config.num_jobs)
+        reward = -(t - self.now_s) * self._jobs_in_system
+        if self._ref_finish_s is not None:
+            reward += jobs_time_integral(self.job_arrival_s, self._ref_finish_s, self.now_s, t)
         self.now_s = t
         self._process_events()
-        return reward
+        if self._done and self._ref_finish_s is not None:  # the reference's jobs still in its system after ours
+            reward += jobs_time_integral(self.job_arrival_s, self._ref_finish_s, t, np.inf)
+        return reward / (self.config.time_scale_s * self.config.num_jobs)
+
+    def _reference_finish_s(self, name: str) -> np.ndarray:
+        """Job finish times of heuristic `name` on this episode (played on a copy, right after the draw)."""
+        import copy
+        import dataclasses
+
+        from edgegen.scheduling.heuristics import heuristic_policy
+
+        ref = copy.copy(self)
+        ref.config = dataclasses.replace(self.config, hints=(), reward_baseline="")
+        for name_ in ("free_at_s", "running", "busy_s", "task_start_s", "task_finish_s", "task_agent", "task_ready_s",
+                      "_preds_left", "job_tasks_left", "job_work_left_s", "job_finish_s"):
+            setattr(ref, name_, getattr(self, name_).copy())
+        ref.ready, ref._heap = list(self.ready), list(self._heap)
+        ref._process_events()
+        ref._advance_until_decision()
+        act = heuristic_policy(name)
+        while not ref._done:
+            ref.step(act(ref, None, None))
+        return ref.job_finish_s.copy()
 
     def _process_events(self) -> None:
         """Completions, then arrivals, at or before now_s."""
@@ -527,6 +568,7 @@ class DLScheduleEnv(gym.Env):
             task[:n, 6] = self._lg(best_completion)
             task[:n, 7] = self._lg(self.upward_rank_s[win])
             task[:n, 8] = np.array([len(self.task_succs[i]) for i in win]) / 4.0
+            task[:n, 9] = self.tie_feature[win]
         agent = self._agent_obs.copy()
         agent[:, 0] = self.idle
         agent[:, 1] = self._lg(busy_left)
@@ -575,6 +617,12 @@ class DLScheduleEnv(gym.Env):
         """The episode's static data for offline bounds: job arrivals, each task's job, predecessors, exec_s."""
         return {"job_arrival_s": self.job_arrival_s.copy(), "task_job": self.task_job.copy(),
                 "task_preds": list(self.task_preds), "exec_s": self.exec_s.copy()}
+
+
+def jobs_time_integral(arrival_s: np.ndarray, finish_s: np.ndarray, t0_s: float, t1_s: float) -> float:
+    """Integral over [t0_s, t1_s] of the number of jobs in the system (arrived, not finished)."""
+    overlap = np.minimum(finish_s, t1_s) - np.maximum(arrival_s, t0_s)
+    return float(np.clip(overlap, 0.0, None).sum())
 
 
 def run_episode(env: DLScheduleEnv, act, seed: int | None = None, options: dict | None = None) -> dict:

@@ -21,6 +21,13 @@ next event). This is how a ready-time based heuristic runs in a pull-based syste
     ``max_min`` repeatedly the task with the largest minimum completion time, on that agent.
     ``heft`` tasks by decreasing upward rank (mean execution time over feasible agents along the longest path to
         the job's exit task), each on its earliest-finish-time agent.
+Reference rule (not a classic heuristic; ``REFERENCE_RULES``, reported apart from the heuristics)
+    ``tied_spt`` Min-Min, except that tasks *tied* to one agent (second-best execution time > ``TIE_RATIO`` x the
+        best; here the large training tasks, tied to the cloud GPU) are planned first, shortest first. Derived in
+        this project from looking at where MCT and Min-Min lose JCT: when the cloud GPU is the bottleneck, Min-Min
+        gives it to short tasks that have good alternatives and MCT serves the queued training tasks oldest first.
+        It is the rule the env's tie feature makes expressible; it shows how much a simple non-learned rule with
+        that knowledge gains.
 """
 
 from __future__ import annotations
@@ -156,14 +163,37 @@ def heft(s: SchedState, rng=None, memo=None):
     return _plan(s, _heft_pick)
 
 
+TIE_RATIO = 5.0
+
+
+def _tied_spt_pick(s, free, left):
+    ex = s.exec_s[left]
+    ranked = np.sort(ex, axis=1)
+    second = ranked[:, 1] if ex.shape[1] > 1 else np.full(len(left), np.inf)
+    tied = second > TIE_RATIO * ranked[:, 0]
+    ct = free[None, :] + ex
+    if tied.any():
+        idx = np.flatnonzero(tied)
+        r = int(idx[np.argmin(ranked[idx, 0])])  # shortest tied task (first among equals: oldest)
+    else:
+        r = int(np.argmin(ct.min(axis=1)))  # Min-Min
+    return left[r], int(np.argmin(ct[r]))
+
+
+def tied_spt(s: SchedState, rng=None, memo=None):
+    return _plan(s, _tied_spt_pick)
+
+
 HEURISTICS = {"fifo": fifo, "sjf": sjf, "lpt": lpt, "random": random_policy, "round_robin": round_robin,
               "met": met, "mct": mct, "min_min": min_min, "max_min": max_min, "heft": heft}
+REFERENCE_RULES = {"tied_spt": tied_spt}
+_RULES = {**HEURISTICS, **REFERENCE_RULES}
 
 
 def act(env: DLScheduleEnv, name: str, rng: np.random.Generator, memo: dict) -> int:
     """The env action of heuristic `name` in the env's current state (wait only where wait is valid)."""
     s = snapshot(env)
-    choice = HEURISTICS[name](s, rng, memo)
+    choice = _RULES[name](s, rng, memo)
     if choice is None:
         if s.wait_valid:
             return env.wait_action
@@ -173,8 +203,8 @@ def act(env: DLScheduleEnv, name: str, rng: np.random.Generator, memo: dict) -> 
 
 def heuristic_policy(name: str, seed: int = 0):
     """`act(env, obs, mask)` callable for `run_episode`; memo (round-robin pointer) resets with each episode."""
-    if name not in HEURISTICS:
-        raise ValueError(f"unknown heuristic {name!r}; known: {list(HEURISTICS)}")
+    if name not in _RULES:
+        raise ValueError(f"unknown heuristic {name!r}; known: {list(_RULES)}")
     rng = np.random.default_rng(seed)
     memo: dict = {}
 
