@@ -470,9 +470,9 @@ class DLScheduleEnv(gym.Env):
 
         ref = copy.copy(self)
         ref.config = dataclasses.replace(self.config, hints=(), reward_baseline="")
-        for name_ in ("free_at_s", "running", "busy_s", "task_start_s", "task_finish_s", "task_agent", "task_ready_s",
-                      "_preds_left", "job_tasks_left", "job_work_left_s", "job_finish_s"):
-            setattr(ref, name_, getattr(self, name_).copy())
+        for attr in ("free_at_s", "running", "busy_s", "task_start_s", "task_finish_s", "task_agent", "task_ready_s",
+                     "_preds_left", "job_tasks_left", "job_work_left_s", "job_finish_s"):  # the mutable state
+            setattr(ref, attr, getattr(self, attr).copy())
         ref.ready, ref._heap = list(self.ready), list(self._heap)
         ref._process_events()
         ref._advance_until_decision()
