@@ -213,10 +213,10 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     if job == "online":
         from edgegen.scheduling.ppo import online_adaptation, train_specialist
 
-        model, info = train_specialist(cfg.online_cfg, cfg.ppo, cfg.env_config(train=True), seed, run)
+        env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline)
+        model, info = train_specialist(cfg.online_cfg, cfg.ppo, env_cfg, seed, run)
         model.save(run.ckpt / "specialist.zip")
-        online = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, cfg.env_config(train=True), seed,
-                                   cfg.ppo)
+        online = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, env_cfg, seed, cfg.ppo)
         return run.write_summary({"online": online, "specialist": info}, seed, command)
     if job == "rllib_ppo":
         from edgegen.scheduling.ppo import curve_seeds

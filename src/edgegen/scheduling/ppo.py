@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from edgegen.config import check_choice, check_range
-from edgegen.scheduling.env import MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
+from edgegen.scheduling.env import HINTABLE, MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
 from edgegen.seeding import derive_seed, seed_everything
 
 
@@ -334,6 +334,9 @@ class OnlineConfig:
     """Episodes before the shift."""
     post_episodes: int = 30
     """Episodes after the shift."""
+    reward_baseline: str = ""
+    """Reward baseline (env `reward_baseline`) of the specialist's training and the online updates; "" = Decima's
+    plain reward (the bench's MCT baseline made the online updates worse in a bench run; notes)."""
     specialist_env_steps: int = 30_000
     """PPO env steps of the specialist on (pre_mix, pre_load), after the same behaviour-cloning warm start as the
     bench's masked PPO (its PPOConfig otherwise); the kept checkpoint is the best on pre-shift curve episodes."""
@@ -351,6 +354,8 @@ class OnlineConfig:
         check_choice("pre_mix", self.pre_mix, MIXES)
         check_choice("post_mix", self.post_mix, MIXES)
         check_range("specialist_env_steps", self.specialist_env_steps, 1, 1 << 40)
+        if self.reward_baseline:
+            check_choice("reward_baseline", self.reward_baseline, HINTABLE)
         check_range("pre_load", self.pre_load, 0.05, 2.0)
         check_range("post_load", self.post_load, 0.05, 2.0)
         check_range("pre_episodes", self.pre_episodes, 1, 100_000)
