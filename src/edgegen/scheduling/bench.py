@@ -365,20 +365,27 @@ def plot_jct_vs_load(cfg: ScheduleBenchConfig, summary: dict) -> Path:
     loads = list(summary["results"])
     x = [float(v) for v in loads]
     names = list(summary["results"][loads[0]])
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    colors = iter(plt.get_cmap("tab20").colors)  # heuristics; learned and reference rows get fixed strong colours
+    fixed = {"masked_ppo": "#1a9641", "rllib_ppo": "#d7191c", ORACLE: "#e66101", **dict.fromkeys(REFERENCE_RULES,
+                                                                                               "#5e3c99")}
     for name in names:
         y = [summary["results"][ld][name]["avg_jct_s"] for ld in loads]
         e = [summary["results"][ld][name]["avg_jct_s_std"] for ld in loads]
         style = {"lw": 2.4, "marker": "o"} if name in LEARNED else {"lw": 1.0, "marker": ".", "alpha": 0.8}
+        if name in REFERENCES:
+            style = {"lw": 1.6, "ls": "-.", "marker": "s", "ms": 4}
         if name == "lower_bound":
             style = {"ls": "--", "color": "k", "lw": 1.2}
-        ax.errorbar(x, y, yerr=e, capsize=3, label=name, **style)
+        color = fixed[name] if name in fixed else next(colors)
+        ax.errorbar(x, y, yerr=e, capsize=3, label=name, **{"color": color, **style})
     ax.set_yscale("log")
     ax.set_xlabel("offered load (fraction of the pool's fluid capacity)")
     ax.set_ylabel("average job completion time (s, log scale)")
     ax.set_title(f"Held-out mix '{summary['test_mix']}', mean ± std over {summary['seeds']} seed(s)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     return save_figure(fig, cfg.out / "plots" / "jct_vs_load.png")
 
 
