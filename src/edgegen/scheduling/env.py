@@ -180,6 +180,14 @@ def exec_time_s(compute_tflop, data_mb, memory_gb, speed_tflop_per_s, agent_memo
     return np.where(m <= am, t, np.inf)
 
 
+def second_best_exec_s(exec_s: np.ndarray) -> np.ndarray:
+    """Per task (row), the second-smallest execution time over the agents; inf where at most one agent fits."""
+    exec_s = np.asarray(exec_s, dtype=np.float64)
+    if exec_s.shape[1] < 2:
+        return np.full(exec_s.shape[0], np.inf)
+    return np.sort(exec_s, axis=1)[:, 1]
+
+
 def fluid_makespan_s(exec_s: np.ndarray) -> float:
     """Smallest T such that the tasks, split fractionally over the agents, load no agent beyond T.
 
@@ -316,8 +324,8 @@ class DLScheduleEnv(gym.Env):
         a = self.agent_table
         self.exec_s = exec_time_s(size[:, 0], size[:, 1], size[:, 2], a[:, 0], a[:, 1], a[:, 2])
         self.best_exec_s = self.exec_s.min(axis=1)
-        second = np.sort(self.exec_s, axis=1)[:, 1] if self.num_agents > 1 else np.full(n, np.inf)
-        self.tie_feature = np.minimum(np.log(second / self.best_exec_s), 5.0) / 5.0  # 1 where one agent fits
+        tie = np.log(second_best_exec_s(self.exec_s) / self.best_exec_s)
+        self.tie_feature = np.minimum(tie, 5.0) / 5.0  # 1 where one agent fits
         mean_exec = np.array([row[np.isfinite(row)].mean() for row in self.exec_s])
         self.upward_rank_s = upward_rank_s(mean_exec, self.task_succs)  # tasks of a job are contiguous, topological
         self.job_tasks = [[] for _ in range(cfg.num_jobs)]
@@ -468,12 +476,8 @@ class DLScheduleEnv(gym.Env):
 
         from edgegen.scheduling.heuristics import heuristic_policy
 
-        ref = copy.copy(self)
+        ref = copy.deepcopy(self)
         ref.config = dataclasses.replace(self.config, hints=(), reward_baseline="")
-        for attr in ("free_at_s", "running", "busy_s", "task_start_s", "task_finish_s", "task_agent", "task_ready_s",
-                     "_preds_left", "job_tasks_left", "job_work_left_s", "job_finish_s"):  # the mutable state
-            setattr(ref, attr, getattr(self, attr).copy())
-        ref.ready, ref._heap = list(self.ready), list(self._heap)
         ref._process_events()
         ref._advance_until_decision()
         act = heuristic_policy(name)

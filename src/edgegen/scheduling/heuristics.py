@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgegen.scheduling.env import DLScheduleEnv, fluid_makespan_s
+from edgegen.scheduling.env import DLScheduleEnv, fluid_makespan_s, second_best_exec_s
 
 
 @dataclass(frozen=True)
@@ -168,13 +168,12 @@ TIE_RATIO = 5.0
 
 def _tied_spt_pick(s, free, left):
     ex = s.exec_s[left]
-    ranked = np.sort(ex, axis=1)
-    second = ranked[:, 1] if ex.shape[1] > 1 else np.full(len(left), np.inf)
-    tied = second > TIE_RATIO * ranked[:, 0]
+    best = ex.min(axis=1)
+    tied = second_best_exec_s(ex) > TIE_RATIO * best
     ct = free[None, :] + ex
     if tied.any():
         idx = np.flatnonzero(tied)
-        r = int(idx[np.argmin(ranked[idx, 0])])  # shortest tied task (first among equals: oldest)
+        r = int(idx[np.argmin(best[idx])])  # shortest tied task (first among equals: oldest)
     else:
         r = int(np.argmin(ct.min(axis=1)))  # Min-Min
     return left[r], int(np.argmin(ct[r]))
