@@ -28,7 +28,8 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert done.returncode == 0, done.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "schedule_bench" and list(s["results"]) == ["0.5", "0.9"]
-    assert s["ppo_warm_start"] == "mct+min_min" and s["hints"] == ["mct", "min_min"]  # the bench's defaults
+    assert s["ppo_warm_start"] == "mct+min_min+tied_spt"  # the bench's defaults
+    assert s["hints"] == ["mct", "min_min", "tied_spt"]
     assert s["results"]["0.5"]["masked_ppo"]["warm_start_decisions"] >= 100
     for load, res in s["results"].items():
         assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "rollout_oracle", "masked_ppo"]

@@ -185,14 +185,15 @@ def test_hint_features_mark_the_heuristic_decision():
     assert plain.observation_space.shape[0] == env.observation_space.shape[0] - 2 * 1 * 2 - 2
 
 
-def test_following_the_mct_hint_reproduces_mct():
+@pytest.mark.parametrize("rule", ["mct", "tied_spt"])
+def test_following_a_hint_reproduces_its_rule(rule):
     from edgegen.scheduling.heuristics import heuristic_policy
 
-    env = DLScheduleEnv(loads=(0.95,), num_jobs=30, hints=("mct",))
+    env = DLScheduleEnv(loads=(0.95,), num_jobs=30, hints=(rule,))
     a, b, shape = env.obs_layout()["pair"]
 
     def follow(env, obs, mask):
         hint = obs[a:b].reshape(shape)[..., -1].reshape(-1)
         return int(np.argmax(hint)) if hint.any() else env.wait_action
 
-    assert run_episode(env, follow, seed=4) == run_episode(env, heuristic_policy("mct"), seed=4)
+    assert run_episode(env, follow, seed=4) == run_episode(env, heuristic_policy(rule), seed=4)

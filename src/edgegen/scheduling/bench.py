@@ -86,16 +86,17 @@ class ScheduleBenchConfig:
     """DAG jobs (True) or single-task jobs."""
     window: int = 12
     """Visible ready tasks."""
-    hints: tuple[str, ...] = ("mct", "min_min")
+    hints: tuple[str, ...] = ("mct", "min_min", "tied_spt")
     """Heuristics whose current decision is an observation feature of the learned policies (env `hints`)."""
     reward_baseline: str = "mct"
     """Training reward relative to this heuristic on the same episode (env `reward_baseline`, an input-dependent
     baseline; "" = Decima's plain reward). Test metrics do not depend on it."""
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min", learning_rate=1e-4,
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min+tied_spt", learning_rate=1e-4,
                                                              curve_episodes=12))
-    """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour-cloned mixture of MCT and
-    Min-Min (``--ppo.warm-start ""`` for random weights, Decima's recipe). Learning rate and curve episodes were
-    chosen on validation seeds 100-101 (benchmarks/notes/scheduling.md)."""
+    """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour-cloned mixture of MCT,
+    Min-Min and the reference rule tied_spt (``--ppo.warm-start ""`` for random weights, Decima's recipe). Learning
+    rate, curve episodes and the third teacher were chosen on validation seeds 100-101
+    (benchmarks/notes/scheduling.md)."""
     rllib_env_steps: int = 100_000
     """RLlib PPO training budget in env steps."""
     rllib_train_batch_size: int = 2000

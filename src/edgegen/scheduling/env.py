@@ -106,7 +106,7 @@ AGENT_KINDS: dict[str, tuple[float, float, float]] = {
 }
 
 # Heuristics that may serve as observation hints: deterministic and memoryless (a function of the state alone).
-HINTABLE = ("fifo", "sjf", "lpt", "met", "mct", "min_min", "max_min", "heft")
+HINTABLE = ("fifo", "sjf", "lpt", "met", "mct", "min_min", "max_min", "heft", "tied_spt")
 
 
 @dataclass(frozen=True)
@@ -594,10 +594,10 @@ class DLScheduleEnv(gym.Env):
 
     def hint_choices(self) -> list[tuple[int, int] | None]:
         """Each hint heuristic's decision now: (slot, agent) or None (wait); needs a valid assignment to exist."""
-        from edgegen.scheduling.heuristics import HEURISTICS, snapshot
+        from edgegen.scheduling.heuristics import RULES, snapshot
 
         s = snapshot(self)
-        return [HEURISTICS[h](s) for h in self.config.hints]
+        return [RULES[h](s) for h in self.config.hints]
 
     def _info(self, invalid: bool = False) -> dict:
         info = {"action_mask": self.action_masks().astype(np.int8), "now_s": self.now_s, "invalid": invalid,

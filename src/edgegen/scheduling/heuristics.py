@@ -186,13 +186,13 @@ def tied_spt(s: SchedState, rng=None, memo=None):
 HEURISTICS = {"fifo": fifo, "sjf": sjf, "lpt": lpt, "random": random_policy, "round_robin": round_robin,
               "met": met, "mct": mct, "min_min": min_min, "max_min": max_min, "heft": heft}
 REFERENCE_RULES = {"tied_spt": tied_spt}
-_RULES = {**HEURISTICS, **REFERENCE_RULES}
+RULES = {**HEURISTICS, **REFERENCE_RULES}
 
 
 def act(env: DLScheduleEnv, name: str, rng: np.random.Generator, memo: dict) -> int:
     """The env action of heuristic `name` in the env's current state (wait only where wait is valid)."""
     s = snapshot(env)
-    choice = _RULES[name](s, rng, memo)
+    choice = RULES[name](s, rng, memo)
     if choice is None:
         if s.wait_valid:
             return env.wait_action
@@ -202,8 +202,8 @@ def act(env: DLScheduleEnv, name: str, rng: np.random.Generator, memo: dict) -> 
 
 def heuristic_policy(name: str, seed: int = 0):
     """`act(env, obs, mask)` callable for `run_episode`; memo (round-robin pointer) resets with each episode."""
-    if name not in _RULES:
-        raise ValueError(f"unknown heuristic {name!r}; known: {list(_RULES)}")
+    if name not in RULES:
+        raise ValueError(f"unknown heuristic {name!r}; known: {list(RULES)}")
     rng = np.random.default_rng(seed)
     memo: dict = {}
 

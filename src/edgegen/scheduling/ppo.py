@@ -96,9 +96,9 @@ class PPOConfig:
         check_range("eval_every_env_steps", self.eval_every_env_steps, 0, 1 << 40)
         check_range("curve_episodes", self.curve_episodes, 1, 1000)
         for name in self.warm_start_names():
-            from edgegen.scheduling.heuristics import HEURISTICS
+            from edgegen.scheduling.heuristics import RULES
 
-            check_choice("warm_start (each name between '+')", name, tuple(HEURISTICS))
+            check_choice("warm_start (each name between '+')", name, tuple(RULES))
         check_range("warm_start_decisions", self.warm_start_decisions, 1, 1 << 30)
         check_range("warm_start_epochs", self.warm_start_epochs, 0, 10_000)
 
