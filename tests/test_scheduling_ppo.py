@@ -119,3 +119,14 @@ def test_mixture_warm_start_splits_probability_where_teachers_disagree():
     # where the teachers agree the clone is confident; where they disagree it spreads mass over both actions
     assert np.mean([pa for pa, _ in agree]) > 0.8
     assert np.mean([min(pa, pb) for pa, pb in split]) > 0.25  # a clone of mct alone gives < 0.01 here
+
+
+@pytest.mark.parametrize("bad", [{"hints": ("random",)}, {"specialist_warm_start": "mct+oracle"},
+                                 {"pre_mix": "nope"}])
+def test_online_config_rejects_bad_values(bad):
+    from edgegen.config import ConfigError
+    from edgegen.scheduling.ppo import OnlineConfig
+
+    OnlineConfig().validate()  # the defaults are valid
+    with pytest.raises(ConfigError, match=next(iter(bad)).split("_")[0]):
+        OnlineConfig(**bad).validate()

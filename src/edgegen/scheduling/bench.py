@@ -214,7 +214,8 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     if job == "online":
         from edgegen.scheduling.ppo import online_adaptation, train_specialist
 
-        env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline)
+        env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline,
+                                      hints=cfg.online_cfg.hints)
         model, info = train_specialist(cfg.online_cfg, cfg.ppo, env_cfg, seed, run)
         model.save(run.ckpt / "specialist.zip")
         online = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, env_cfg, seed, cfg.ppo)
@@ -553,7 +554,9 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
     if on:
         oc = on["config"]
         spec = (f"a masked-PPO specialist trained on `{oc['pre_mix']}` at load {oc['pre_load']} alone "
-                f"({oc['specialist_env_steps']} PPO env steps after the bench's warm start, "
+                f"({oc['specialist_env_steps']} PPO env steps after behaviour cloning of "
+                f"`{oc['specialist_warm_start']}`, observation hints "
+                f"{list(oc['hints'])}, "
                 f"{on['specialist_train_wall_s_mean']:.0f} s wall per seed) schedules ")
         lines += ["", f"Online adaptation: {spec}a stream of {oc['pre_episodes']} episodes of `{oc['pre_mix']}` at "
                   f"load {oc['pre_load']}, then {oc['post_episodes']} of `{oc['post_mix']}` at load "

@@ -337,6 +337,12 @@ class OnlineConfig:
     reward_baseline: str = ""
     """Reward baseline (env `reward_baseline`) of the specialist's training and the online updates; "" = Decima's
     plain reward (the bench's MCT baseline made the online updates worse in a bench run; notes)."""
+    hints: tuple[str, ...] = ("mct", "min_min")
+    """Observation hints of the specialist and the online copy (env `hints`). Without the bench's third hint
+    (tied_spt): with it, the specialist stayed at the best heuristic's level after the shift on validation seeds
+    100-101, so there was nothing to recover from (notes)."""
+    specialist_warm_start: str = "mct+min_min"
+    """Heuristic(s) the specialist is behaviour-cloned from before its PPO steps (PPOConfig.warm_start)."""
     specialist_env_steps: int = 30_000
     """PPO env steps of the specialist on (pre_mix, pre_load), after the same behaviour-cloning warm start as the
     bench's masked PPO (its PPOConfig otherwise); the kept checkpoint is the best on pre-shift curve episodes."""
@@ -354,6 +360,12 @@ class OnlineConfig:
         check_choice("pre_mix", self.pre_mix, MIXES)
         check_choice("post_mix", self.post_mix, MIXES)
         check_range("specialist_env_steps", self.specialist_env_steps, 1, 1 << 40)
+        for h in self.hints:
+            check_choice("hints[*]", h, HINTABLE)
+        from edgegen.scheduling.heuristics import RULES
+
+        for name in PPOConfig(warm_start=self.specialist_warm_start).warm_start_names():
+            check_choice("specialist_warm_start (each name between '+')", name, tuple(RULES))
         if self.reward_baseline:
             check_choice("reward_baseline", self.reward_baseline, HINTABLE)
         check_range("pre_load", self.pre_load, 0.05, 2.0)
@@ -382,10 +394,12 @@ def recovery_episode(ratio: list[float], pre: int, window: int, tolerance: float
 
 
 def train_specialist(cfg: OnlineConfig, ppo: PPOConfig, env_cfg: DLScheduleConfig, seed: int, run=None):
-    """The online experiment's deployed policy: masked PPO (warm start and hyperparameters of `ppo`,
-    `cfg.specialist_env_steps` PPO steps) trained on (pre_mix, pre_load) alone. Returns train()'s (model, info)."""
+    """The online experiment's deployed policy: masked PPO (warm start `cfg.specialist_warm_start`, hyperparameters
+    of `ppo`, `cfg.specialist_env_steps` PPO steps) trained on (pre_mix, pre_load) alone. Returns train()'s
+    (model, info)."""
     spec_env = dataclasses.replace(env_cfg, mixes=(cfg.pre_mix,), loads=(cfg.pre_load,))
-    return train(dataclasses.replace(ppo, total_env_steps=cfg.specialist_env_steps), spec_env,
+    return train(dataclasses.replace(ppo, total_env_steps=cfg.specialist_env_steps,
+                                     warm_start=cfg.specialist_warm_start), spec_env,
                  derive_seed(seed, "specialist"), run)
 
 
