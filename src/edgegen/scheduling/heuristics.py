@@ -27,7 +27,8 @@ Reference rule (not a classic heuristic; ``REFERENCE_RULES``, reported apart fro
         this project from looking at where MCT and Min-Min lose JCT: when the cloud GPU is the bottleneck, Min-Min
         gives it to short tasks that have good alternatives and MCT serves the queued training tasks oldest first.
         It is the rule the env's tie feature makes expressible; it shows how much a simple non-learned rule with
-        that knowledge gains.
+        that knowledge gains. The schedule bench also gives it to the learned policies as a hint and a warm-start
+        teacher. ``RULES`` holds the heuristics and the reference rules.
 """
 
 from __future__ import annotations

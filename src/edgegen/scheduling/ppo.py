@@ -344,8 +344,9 @@ class OnlineConfig:
     specialist_warm_start: str = "mct+min_min"
     """Heuristic(s) the specialist is behaviour-cloned from before its PPO steps (PPOConfig.warm_start)."""
     specialist_env_steps: int = 30_000
-    """PPO env steps of the specialist on (pre_mix, pre_load), after the same behaviour-cloning warm start as the
-    bench's masked PPO (its PPOConfig otherwise); the kept checkpoint is the best on pre-shift curve episodes."""
+    """PPO env steps of the specialist on (pre_mix, pre_load), after the behaviour-cloning warm start
+    `specialist_warm_start` (the bench's PPOConfig otherwise); the kept checkpoint is the best on pre-shift curve
+    episodes."""
     learning_rate: float = 1e-4
     """Adam learning rate of the online updates."""
     n_steps: int = 256
