@@ -31,6 +31,9 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert s["ppo_warm_start"] == "mct+min_min+tied_spt"  # the bench's defaults
     assert s["hints"] == ["mct", "min_min", "tied_spt"]
     assert s["results"]["0.5"]["masked_ppo"]["warm_start_decisions"] >= 100
+    first = [float(line.split(",")[1]) for line in
+             (out / "masked_ppo" / "seed_0" / "metrics.csv").read_text().splitlines()[1:2]]
+    assert s["results"]["0.5"]["masked_ppo"]["curve_first_avg_jct_s"] == pytest.approx(first[0])
     for load, res in s["results"].items():
         assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "rollout_oracle", "masked_ppo"]
         assert res["rollout_oracle"]["avg_jct_s"] <= res["mct"]["avg_jct_s"] + 1e-9  # never worse than its base

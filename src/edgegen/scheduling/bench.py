@@ -21,6 +21,7 @@ utilization, ...}}}, "acceptance": {LOAD: {best_heuristic, masked_ppo_gain_pct, 
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import time
@@ -277,6 +278,12 @@ def run_bench(cfg: ScheduleBenchConfig) -> dict:
     return summary
 
 
+def first_curve_avg_jct_s(run_dir: Path) -> float:
+    """The first learning-curve point of a learned job (masked PPO: step 0, the warm-started policy)."""
+    with open(run_dir / "metrics.csv") as f:
+        return float(next(csv.DictReader(f))["curve_avg_jct_s"])
+
+
 def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dict:
     names = ([p for p in cfg.policies if p in HEURISTICS] + ["lower_bound"]
              + [p for p in (*REFERENCES, *LEARNED) if p in cfg.policies])
@@ -299,6 +306,10 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
                 r["env_steps"] = int(np.mean([per_seed[(job, s)]["env_steps"] for s in seeds]))
                 r["warm_start_decisions"] = int(np.mean([per_seed[(job, s)].get("warm_start_decisions", 0)
                                                          for s in seeds]))
+                r["curve_first_avg_jct_s"] = float(np.mean([first_curve_avg_jct_s(cfg.out / job / f"seed_{s}")
+                                                            for s in seeds]))
+                r["curve_kept_avg_jct_s"] = float(np.mean([per_seed[(job, s)]["kept_curve_avg_jct_s"]
+                                                           for s in seeds]))
             results[load][name] = r
     acceptance = {}
     heur = [p for p in cfg.policies if p in HEURISTICS]
@@ -529,11 +540,16 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
     learned = [n for n in LEARNED if n in names]
     if learned:
         lines += ["", "| learned policy | train wall s / seed (incl. warm start) | PPO env steps | heuristic decisions "
-                  "cloned before PPO |", "|---|---|---|---|"]
+                  "cloned before PPO | curve avg JCT s: first point → kept (training mixes) |", "|---|---|---|---|---|"]
         r0 = summary["results"][loads[0]]
         for n in learned:
+            curve = (f"{r0[n]['curve_first_avg_jct_s']:.2f} → {r0[n]['curve_kept_avg_jct_s']:.2f}"
+                     if "curve_kept_avg_jct_s" in r0[n] else "—")
             lines.append(f"| {n} | {r0[n]['train_wall_s_mean']:.0f} | {r0[n]['env_steps']} | "
-                         f"{r0[n].get('warm_start_decisions', 0)} |")
+                         f"{r0[n].get('warm_start_decisions', 0)} | {curve} |")
+        lines += ["", "Curve = greedy avg JCT on the fixed learning-curve episodes of the training mixes, mean over "
+                  "seeds; masked PPO's first point is its warm-started policy (step 0), RLlib's the first evaluation "
+                  "after its first training batch."]
     checks = []
     for ld, a in summary.get("acceptance", {}).items():
         for n in (*learned, *(r for r in REFERENCES if r in names)):
