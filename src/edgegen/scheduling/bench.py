@@ -425,7 +425,7 @@ def plot_learning_curves(cfg: ScheduleBenchConfig, seeds: list[int]) -> Path | N
     ax.set_yscale("log")
     ax.set_xlabel("training env steps (decisions)")
     ax.set_ylabel("average JCT on the curve episodes (s)")
-    ax.set_title("Learning curves on training-mix episodes, mean over seeds, band = min..max")
+    ax.set_title("Learning curves on training-mix episodes\nmean over seeds, band = min..max", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return save_figure(fig, cfg.out / "plots" / "learning_curves.png")
