@@ -135,9 +135,9 @@ class DLScheduleConfig:
     """Heuristic (a name in HINTABLE) played on the same episode whose jobs-in-system integral is subtracted from
     the reward (see "Reward" above); "" = Decima's plain reward."""
     hints: tuple[str, ...] = ("mct", "min_min")
-    """Heuristics (names in heuristics.HEURISTICS, deterministic ones only) whose current decision is part of the
-    observation: per (slot, agent) pair 1 if the heuristic would make that assignment now, and a global 1 if it
-    would wait (see "Observation" above). () = no hints."""
+    """Heuristics or reference rules (names in ``HINTABLE``, deterministic ones only) whose current decision is part
+    of the observation: per (slot, agent) pair 1 if the heuristic would make that assignment now, and a global 1 if
+    it would wait (see "Observation" above). () = no hints."""
 
     def validate(self) -> None:
         check_range("num_agents (len(agents))", len(self.agents), 1, 64)
