@@ -543,8 +543,7 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                   "cloned before PPO | curve avg JCT s: first point → kept (training mixes) |", "|---|---|---|---|---|"]
         r0 = summary["results"][loads[0]]
         for n in learned:
-            curve = (f"{r0[n]['curve_first_avg_jct_s']:.2f} → {r0[n]['curve_kept_avg_jct_s']:.2f}"
-                     if "curve_kept_avg_jct_s" in r0[n] else "—")
+            curve = f"{r0[n]['curve_first_avg_jct_s']:.2f} → {r0[n]['curve_kept_avg_jct_s']:.2f}"
             lines.append(f"| {n} | {r0[n]['train_wall_s_mean']:.0f} | {r0[n]['env_steps']} | "
                          f"{r0[n].get('warm_start_decisions', 0)} | {curve} |")
         lines += ["", "Curve = greedy avg JCT on the fixed learning-curve episodes of the training mixes, mean over "

@@ -95,15 +95,25 @@ class PPOConfig:
         check_range("hidden_size", self.hidden_size, 4, 4096)
         check_range("eval_every_env_steps", self.eval_every_env_steps, 0, 1 << 40)
         check_range("curve_episodes", self.curve_episodes, 1, 1000)
-        for name in self.warm_start_names():
-            from edgegen.scheduling.heuristics import RULES
-
-            check_choice("warm_start (each name between '+')", name, tuple(RULES))
+        check_teachers("warm_start", self.warm_start)
         check_range("warm_start_decisions", self.warm_start_decisions, 1, 1 << 30)
         check_range("warm_start_epochs", self.warm_start_epochs, 0, 10_000)
 
     def warm_start_names(self) -> list[str]:
-        return [n for n in self.warm_start.split("+") if n] if self.warm_start else []
+        return teacher_names(self.warm_start)
+
+
+def teacher_names(spec: str) -> list[str]:
+    """"mct+min_min" -> ["mct", "min_min"]; "" -> [] (no warm start)."""
+    return [n for n in spec.split("+") if n]
+
+
+def check_teachers(field_name: str, spec: str) -> None:
+    """Each '+'-separated name of a warm-start spec must be a heuristic or reference rule."""
+    from edgegen.scheduling.heuristics import RULES
+
+    for name in teacher_names(spec):
+        check_choice(f"{field_name} (each name between '+')", name, tuple(RULES))
 
 
 class PairScorer(nn.Module):
@@ -363,10 +373,7 @@ class OnlineConfig:
         check_range("specialist_env_steps", self.specialist_env_steps, 1, 1 << 40)
         for h in self.hints:
             check_choice("hints[*]", h, HINTABLE)
-        from edgegen.scheduling.heuristics import RULES
-
-        for name in PPOConfig(warm_start=self.specialist_warm_start).warm_start_names():
-            check_choice("specialist_warm_start (each name between '+')", name, tuple(RULES))
+        check_teachers("specialist_warm_start", self.specialist_warm_start)
         if self.reward_baseline:
             check_choice("reward_baseline", self.reward_baseline, HINTABLE)
         check_range("pre_load", self.pre_load, 0.05, 2.0)
