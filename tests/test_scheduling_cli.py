@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from edgegen.cli import main
+from edgegen.scheduling.ppo import recovery_episode
 
 EDGEGEN = [str(Path(sys.executable).parent / "edgegen")]
 TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-env-steps", "128", "--ppo.n-envs", "2",
@@ -16,7 +17,7 @@ TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-
         "--ppo.eval-every-env-steps", "64", "--ppo.curve-episodes", "1", "--ppo.warm-start-decisions", "100",
         "--ppo.warm-start-epochs", "1", "--online-cfg.pre-episodes", "1",
         "--online-cfg.post-episodes", "2", "--online-cfg.n-steps", "16", "--online-cfg.specialist-env-steps", "64",
-        "--online-cfg.recovery-window", "1",
+        "--online-cfg.recovery-window", "1", "--online-cfg.fresh-episodes", "2",
         "--quiet"]
 
 
@@ -48,12 +49,16 @@ def test_bench_tiny_budget_and_report(tmp_path):
         gain = 100 * (res[best]["avg_jct_s"] - res["masked_ppo"]["avg_jct_s"]) / res[best]["avg_jct_s"]
         assert a["masked_ppo_gain_pct"] == pytest.approx(gain)
     for name in ("frozen", "online", "frozen_fresh", "online_greedy"):
-        assert len(s["online"][name]["ratio_mean"]) == 3
+        row = s["online"][name]
+        assert len(row["ratio_mean"]) == 3
+        assert row["mean_curve_recovery_episode"] == recovery_episode(row["ratio_mean"], 1, 1, 0.05)
     for name in ("jct_vs_load", "learning_curves", "online_adaptation"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0
     assert (out / "masked_ppo" / "seed_0" / "ckpt" / "model.zip").exists()
     assert (out / "online" / "seed_0" / "ckpt" / "specialist.zip").exists()
     assert s["online"]["config"]["pre_mix"] == "training_heavy" and s["online"]["specialist_train_wall_s_mean"] > 0
+    per_online = json.loads((out / "online" / "seed_0" / "summary.json").read_text())["online"]
+    assert [len(x) for x in per_online["yardstick_fresh_avg_jct_s"]] == [2, 2, 2]  # --online-cfg.fresh-episodes 2
     assert "| mct |" in done.stdout
 
     report = tmp_path / "B.md"

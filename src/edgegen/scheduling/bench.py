@@ -41,7 +41,7 @@ from edgegen.scheduling.heuristics import (
     lower_bound,
     rollout_oracle_policy,
 )
-from edgegen.scheduling.ppo import OnlineConfig, PPOConfig
+from edgegen.scheduling.ppo import OnlineConfig, PPOConfig, recovery_episode
 from edgegen.scheduling.rllib import NETWORKS as RLLIB_NETWORKS
 from edgegen.seeding import derive_seed
 
@@ -356,6 +356,8 @@ def aggregate_online(cfg: ScheduleBenchConfig, per_seed: list[dict]) -> dict:
         ratio = np.array([r[name]["ratio"] for r in runs])
         rec = [r[name]["recovery_episode"] for r in runs]
         out[name] = {"ratio_mean": ratio.mean(0).tolist(), "recovery_episode_per_seed": rec,
+                     "mean_curve_recovery_episode": recovery_episode(ratio.mean(0).tolist(), oc.pre_episodes,
+                                                                     oc.recovery_window, oc.recovery_tolerance),
                      "recovered_seeds": sum(x is not None for x in rec),
                      "post_ratio_last_mean": float(np.mean([r[name]["post_ratio_last"] for r in runs])),
                      "pre_ratio_mean": float(ratio[:, : oc.pre_episodes].mean())}
@@ -429,6 +431,10 @@ def plot_learning_curves(cfg: ScheduleBenchConfig, seeds: list[int]) -> Path | N
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return save_figure(fig, cfg.out / "plots" / "learning_curves.png")
+
+
+def _episode(x) -> str:
+    return "never" if x is None else str(x)
 
 
 def faster_seeds(learner: list, frozen: list) -> int:
@@ -582,19 +588,22 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                   "the episodes as the learner scheduled them (stochastic actions) and `frozen` = the specialist, "
                   "greedy, no updates, on the same stream episodes; "
                   + ("`online_greedy` = the learner's greedy policy right after the update stream episode i fed, "
-                     "played on a fresh episode i (same mix and load, another seed, never trained on) and "
-                     "`frozen_fresh` = the frozen policy on the same fresh episodes. " if "online_greedy" in on else "")
-                  + f"Online updates: {on['online_wall_s_mean']:.0f} s wall per seed.", "",
+                     f"played on {oc.get('fresh_episodes', 1)} fresh episode(s) i (same mix and load, other seeds, "
+                     "never trained on; ratio averaged over them) and `frozen_fresh` = the frozen policy on the same "
+                     "fresh episodes. " if "online_greedy" in on else "")
+                  + f"Online updates and the learner's fresh-episode replays: {on['online_wall_s_mean']:.0f} s wall "
+                  "per seed.", "",
                   "| policy | pre-shift ratio | last-third post-shift ratio | recovered seeds | "
-                  "recovery episode per seed |",
-                  "|---|---|---|---|---|"]
+                  "recovery episode per seed | recovery episode of the seed-mean curve (figure) |",
+                  "|---|---|---|---|---|---|"]
         for name in ONLINE_ROWS:
             if name not in on:
                 continue
             r = on[name]
-            rec = ", ".join("never" if x is None else str(x) for x in r["recovery_episode_per_seed"])
+            rec = ", ".join(_episode(x) for x in r["recovery_episode_per_seed"])
             lines.append(f"| {name} | {r['pre_ratio_mean']:.3f} | {r['post_ratio_last_mean']:.3f} | "
-                         f"{r['recovered_seeds']}/{len(r['recovery_episode_per_seed'])} | {rec} |")
+                         f"{r['recovered_seeds']}/{len(r['recovery_episode_per_seed'])} | {rec} | "
+                         f"{_episode(r.get('mean_curve_recovery_episode', 'n/a'))} |")
         for learner, frozen in (("online", "frozen"), ("online_greedy", "frozen_fresh")):
             if learner in on and frozen in on:
                 n = faster_seeds(on[learner]["recovery_episode_per_seed"], on[frozen]["recovery_episode_per_seed"])
