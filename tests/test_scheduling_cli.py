@@ -24,7 +24,8 @@ TINY = ["--seeds", "1", "--test-episodes", "1", "--num-jobs", "6", "--ppo.total-
 def test_bench_tiny_budget_and_report(tmp_path):
     out = tmp_path / "bench"
     cmd = EDGEGEN + ["schedule", "bench", "--out", str(out), "--load", "0.5", "0.9",
-                     "--policies", "fifo", "mct", "min_min", "heft", "rollout_oracle", "masked_ppo", *TINY]
+                     "--policies", "fifo", "mct", "min_min", "heft", "sampled_rollout", "rollout_oracle", "masked_ppo",
+                     *TINY]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     s = json.loads((out / "summary.json").read_text())
@@ -36,7 +37,8 @@ def test_bench_tiny_budget_and_report(tmp_path):
              (out / "masked_ppo" / "seed_0" / "metrics.csv").read_text().splitlines()[1:2]]
     assert s["results"]["0.5"]["masked_ppo"]["curve_first_avg_jct_s"] == pytest.approx(first[0])
     for load, res in s["results"].items():
-        assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "rollout_oracle", "masked_ppo"]
+        assert list(res) == ["fifo", "mct", "min_min", "heft", "lower_bound", "sampled_rollout", "rollout_oracle",
+                             "masked_ppo"]
         assert res["rollout_oracle"]["avg_jct_s"] <= res["mct"]["avg_jct_s"] + 1e-9  # never worse than its base
         for r in res.values():
             assert {"avg_jct_s", "makespan_s", "utilization"} <= set(r)
@@ -71,6 +73,7 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert "Online adaptation" in text and "![jct_vs_load]" in text
     assert "recovers earlier than `frozen_fresh`" in text
     assert "rollout_oracle avg JCT" in text and "clairvoyant reference" in text
+    assert "sampled_rollout avg JCT" in text and "warm-start teacher" in text
 
     # finished jobs are skipped on a re-run
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -96,6 +99,9 @@ def test_bad_flags_get_clear_errors(tmp_path, capsys):
     assert "load" in capsys.readouterr().err
     assert main(["schedule", "bench", "--out", str(tmp_path), "--online-cfg.post-mix", "nope"]) == 2
     assert "post_mix" in capsys.readouterr().err
+    assert main(["schedule", "bench", "--out", str(tmp_path), "--policies", "mct", "sampled_rollout",
+                 "--ppo.warm-start", "mct+random"]) == 2
+    assert "deterministic" in capsys.readouterr().err
 
 
 def test_rllib_ppo_tiny_budget_same_metrics(tmp_path):

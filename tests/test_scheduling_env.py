@@ -197,3 +197,43 @@ def test_following_a_hint_reproduces_its_rule(rule):
         return int(np.argmax(hint)) if hint.any() else env.wait_action
 
     assert run_episode(env, follow, seed=4) == run_episode(env, heuristic_policy(rule), seed=4)
+
+
+def test_resample_future_redraws_only_the_jobs_still_to_arrive():
+    import copy
+
+    from edgegen.scheduling.heuristics import heuristic_policy
+
+    env = DLScheduleEnv(num_jobs=20, loads=(0.9,), hints=())
+    obs, info = env.reset(seed=4)
+    mct = heuristic_policy("mct")
+    for _ in range(15):
+        obs, *_ = env.step(mct(env, obs, None))
+    j0 = env._next_job
+    assert 0 < j0 < 20
+    t0 = env.job_tasks[j0][0]
+    a, b, c = copy.deepcopy(env), copy.deepcopy(env), copy.deepcopy(env)
+    a.resample_future(np.random.default_rng(1))
+    b.resample_future(np.random.default_rng(1))
+    c.resample_future(np.random.default_rng(2))
+    np.testing.assert_array_equal(a.job_arrival_s[:j0], env.job_arrival_s[:j0])  # the past is kept
+    np.testing.assert_array_equal(a.exec_s[:t0], env.exec_s[:t0])
+    assert a.task_preds[:t0] == env.task_preds[:t0] and a.ready == env.ready
+    np.testing.assert_array_equal(a.task_finish_s[:t0], env.task_finish_s[:t0])
+    fut = a.job_arrival_s[j0:]
+    assert fut[0] > env.now_s and np.all(np.diff(fut) > 0)  # Poisson arrivals from now on
+    np.testing.assert_array_equal(a.job_arrival_s, b.job_arrival_s)  # same draw, same future
+    np.testing.assert_array_equal(a.exec_s, b.exec_s)
+    assert not np.array_equal(a.job_arrival_s, c.job_arrival_s)
+    for e in (a, c):  # each future is a complete, consistent episode: every job runs through its DAG
+        assert [e.task_job[i] for i in range(t0, e._n_tasks)] == sorted(e.task_job[t0:])
+        for j in range(j0, 20):
+            assert e.job_tasks_left[j] == len(e.job_tasks[j]) and np.isnan(e.job_finish_s[j])
+        o, done = obs, False
+        while not done:
+            o, _, done, _, _ = e.step(mct(e, o, None))
+        assert np.all(e.job_finish_s >= e.job_arrival_s) and e.episode_metrics()["decisions"] > env.decisions
+        for i, preds in enumerate(e.task_preds):
+            assert all(e.task_finish_s[p] <= e.task_start_s[i] + 1e-9 for p in preds)
+    with pytest.raises(RuntimeError, match="in progress"):
+        a.resample_future(np.random.default_rng(0))

@@ -1,5 +1,7 @@
 """Heuristics and the lower bound on tiny hand-computed states."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,37 @@ def test_rollout_oracle_never_loses_to_its_base_and_sometimes_wins():
         assert oracle <= base + 1e-9
         gains.append(base - oracle)
     assert max(gains) > 0
+
+
+def test_sampled_rollout_picks_among_the_candidates_and_never_sees_the_future():
+    env = DLScheduleEnv(num_jobs=12, loads=(0.95,), hints=())
+    # one candidate equal to the base: nothing is ever contested, so it is the base rule exactly
+    alone = run_episode(env, H.sampled_rollout_policy(("mct",), "mct", futures=2), seed=3)["avg_jct_s"]
+    assert alone == run_episode(env, H.heuristic_policy("mct"), seed=3)["avg_jct_s"]
+    policy = H.sampled_rollout_policy(("mct", "min_min"), "mct", futures=2, seed=0)
+    obs, info = env.reset(seed=5)
+    future = env.job_arrival_s.copy()
+    contested, done = 0, False
+    while not done:
+        mask = info["action_mask"].astype(bool)
+        options = {H.heuristic_policy(h)(env, obs, mask) for h in ("mct", "min_min")}
+        a = policy(env, obs, mask)
+        assert a in options
+        contested += len(options) > 1
+        obs, _, done, _, info = env.step(a)
+    assert contested > 0
+    np.testing.assert_array_equal(env.job_arrival_s, future)  # rollouts ran on copies
+    # the decision does not depend on the real future: change it, same rng seed -> same action at every state
+    obs, info = env.reset(seed=6)
+    p1, p2 = H.sampled_rollout_policy(("mct", "min_min"), "mct", 2, 7), H.sampled_rollout_policy(("mct", "min_min"),
+                                                                                                 "mct", 2, 7)
+    done = False
+    while not done:
+        other = copy.deepcopy(env)
+        other.resample_future(np.random.default_rng(99))
+        mask = info["action_mask"].astype(bool)
+        a = p1(env, obs, mask)
+        assert p2(other, obs, mask) == a
+        obs, _, done, _, info = env.step(a)
+    with pytest.raises(ValueError, match="deterministic"):
+        H.sampled_rollout_policy(("mct", "random"))

@@ -130,3 +130,22 @@ def test_online_config_rejects_bad_values(bad):
     OnlineConfig().validate()  # the defaults are valid
     with pytest.raises(ConfigError, match=next(iter(bad)).split("_")[0]):
         OnlineConfig(**bad).validate()
+
+
+def test_rollout_labelled_warm_start():
+    from edgegen.config import ConfigError
+    from edgegen.scheduling.ppo import make_model, warm_start
+
+    with pytest.raises(ConfigError, match="warm_start_labels"):
+        PPOConfig(warm_start="mct", warm_start_labels="best").validate()
+    with pytest.raises(ConfigError, match="deterministic"):
+        PPOConfig(warm_start="mct+random", warm_start_labels="rollout").validate()
+    torch.set_num_threads(1)
+    env_cfg = DLScheduleConfig(num_jobs=8, mixes=("data_heavy",), loads=(0.95,))
+    cfg = PPOConfig(total_env_steps=64, n_envs=1, n_steps=64, batch_size=64, eval_every_env_steps=0,
+                    warm_start="mct+min_min", warm_start_labels="rollout", rollout_base="mct", rollout_futures=1,
+                    warm_start_decisions=300, warm_start_epochs=8, hidden_size=32)
+    model = make_model(cfg, env_cfg, 0)
+    info = warm_start(model, cfg, env_cfg, 0)
+    assert info["warm_start_decisions"] >= 300
+    assert info["warm_start_agreement"] > 0.7  # one label per state, imitated

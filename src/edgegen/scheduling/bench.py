@@ -33,13 +33,14 @@ import numpy as np
 from edgegen.config import ConfigError, check_choice, check_range
 from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command, save_figure
-from edgegen.scheduling.env import MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
+from edgegen.scheduling.env import HINTABLE, MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
 from edgegen.scheduling.heuristics import (
     HEURISTICS,
     REFERENCE_RULES,
     heuristic_policy,
     lower_bound,
     rollout_oracle_policy,
+    sampled_rollout_policy,
 )
 from edgegen.scheduling.ppo import OnlineConfig, PPOConfig, recovery_episode
 from edgegen.scheduling.rllib import NETWORKS as RLLIB_NETWORKS
@@ -49,7 +50,13 @@ LEARNED = ("masked_ppo", "rllib_ppo")
 ORACLE = "rollout_oracle"
 """Clairvoyant one-step rollout over every valid action with MCT as base policy (heuristics.rollout_oracle_policy):
 a reference, not a competitor, since it sees the episode's future arrivals."""
-REFERENCES = (*REFERENCE_RULES, ORACLE)
+SAMPLED = "sampled_rollout"
+"""Online one-step rollout over the warm-start teachers' decisions with Monte-Carlo futures
+(heuristics.sampled_rollout_policy with the candidates, base and futures of the bench's PPOConfig): the teacher of
+masked PPO's rollout-labelled warm start. It does not see the future, but it simulates (knows the load and mix) and
+costs rollouts at every contested decision, so it is a reference row, not a heuristic."""
+ROLLOUTS = (SAMPLED, ORACLE)
+REFERENCES = (*REFERENCE_RULES, *ROLLOUTS)
 """Reference rows: reported with their gain over the best heuristic, never counted as a heuristic."""
 POLICIES = (*HEURISTICS, *REFERENCES, *LEARNED)
 METRICS = ("avg_jct_s", "p95_jct_s", "makespan_s", "utilization")
@@ -71,7 +78,8 @@ class ScheduleBenchConfig:
     """Seeds are first_seed .. first_seed + seeds - 1."""
     policies: tuple[str, ...] = POLICIES
     """Policies: heuristics fifo sjf lpt random round_robin met mct min_min max_min heft; references tied_spt (a rule
-    derived here, heuristics.tied_spt) and the clairvoyant rollout_oracle; learned masked_ppo, rllib_ppo.
+    derived here, heuristics.tied_spt), the simulating sampled_rollout and the clairvoyant rollout_oracle; learned
+    masked_ppo, rllib_ppo.
     lower_bound is always reported."""
     test_mix: str = "balanced"
     """Held-out test workload mix (must not be among train_mixes)."""
@@ -137,6 +145,11 @@ class ScheduleBenchConfig:
         check_choice("rllib_network", self.rllib_network, RLLIB_NETWORKS)
         check_range("workers", self.workers, 1, 4096)
         self.ppo.validate()
+        if SAMPLED in self.policies:
+            if not self.ppo.warm_start_names():
+                raise ConfigError(f"policies: {SAMPLED} needs ppo.warm_start to name its candidate rules")
+            for name in (*self.ppo.warm_start_names(), self.ppo.rollout_base):
+                check_choice(f"ppo.warm_start / ppo.rollout_base ({SAMPLED} needs deterministic rules)", name, HINTABLE)
         self.online_cfg.validate()
         self.env_config(train=True).validate()
         self.env_config(train=False).validate()
@@ -197,9 +210,12 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
             bound[str(load)] = {m: float(np.mean([v[m] for v in values])) for m in ("avg_jct_s", "makespan_s")}
         results["lower_bound"] = bound
         return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
-    if job == ORACLE:
+    if job in ROLLOUTS:
         t0 = time.perf_counter()
-        results = {ORACLE: evaluate(cfg, seed, rollout_oracle_policy("mct"), plain=True)}
+        act = rollout_oracle_policy("mct") if job == ORACLE else sampled_rollout_policy(
+            tuple(cfg.ppo.warm_start_names()), cfg.ppo.rollout_base, cfg.ppo.rollout_futures,
+            derive_seed(seed, "sampled_rollout"))
+        results = {job: evaluate(cfg, seed, act, plain=True)}
         return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
     run.truncate_metrics(-1)  # an interrupted training restarts from scratch
     reference = curve_reference(cfg, seed)
@@ -246,7 +262,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
 
 
 def jobs_of(cfg: ScheduleBenchConfig) -> list[str]:
-    jobs = [j for j in ("masked_ppo", "rllib_ppo", ORACLE) if j in cfg.policies]
+    jobs = [j for j in ("masked_ppo", "rllib_ppo", *ROLLOUTS) if j in cfg.policies]
     online = ["online"] if cfg.online and "masked_ppo" in cfg.policies else []
     return jobs + online + ["heuristics"]  # longest first
 
@@ -291,7 +307,7 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
     for load in map(str, cfg.load):
         results[load] = {}
         for name in names:
-            job = name if name in (ORACLE, *LEARNED) else "heuristics"
+            job = name if name in (*ROLLOUTS, *LEARNED) else "heuristics"
             rows = [per_seed[(job, s)]["results"][name][load] for s in seeds]
             r: dict = {}
             for m in rows[0]:
@@ -382,8 +398,8 @@ def plot_jct_vs_load(cfg: ScheduleBenchConfig, summary: dict) -> Path:
     names = list(summary["results"][loads[0]])
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     colors = iter(plt.get_cmap("tab20").colors)  # heuristics; learned and reference rows get fixed strong colours
-    fixed = {"masked_ppo": "#1a9641", "rllib_ppo": "#d7191c", ORACLE: "#e66101", **dict.fromkeys(REFERENCE_RULES,
-                                                                                               "#5e3c99")}
+    fixed = {"masked_ppo": "#1a9641", "rllib_ppo": "#d7191c", ORACLE: "#e66101", SAMPLED: "#b2abd2",
+             **dict.fromkeys(REFERENCE_RULES, "#5e3c99")}
     for name in names:
         y = [summary["results"][ld][name]["avg_jct_s"] for ld in loads]
         e = [summary["results"][ld][name]["avg_jct_s_std"] for ld in loads]
@@ -564,6 +580,8 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
             verdict = "meets" if a[f"{n}_gain_pct"] >= 10.0 else "misses"
             extra = f" ({verdict} the ≥ 10% target)" if n == "masked_ppo" and float(ld) >= 0.8 else ""
             extra = " (clairvoyant reference: sees the episode's future arrivals)" if n == ORACLE else extra
+            extra = (" (reference: masked PPO's warm-start teacher, simulates Monte-Carlo futures at every contested "
+                     "decision)") if n == SAMPLED else extra
             extra = " (reference rule derived here, not a standard heuristic)" if n in REFERENCE_RULES else extra
             checks.append(f"- load {ld}: {n} avg JCT {a[f'{n}_gain_pct']:+.1f}% vs the best heuristic "
                           f"`{a['best_heuristic']}` ({a['best_heuristic_avg_jct_s']:.2f} s){extra}; per seed vs that "

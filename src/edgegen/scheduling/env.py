@@ -311,6 +311,30 @@ class DLScheduleEnv(gym.Env):
         gaps[0] = 0.0
         self.job_arrival_s = np.cumsum(gaps)
         self.job_template, tasks = sample_jobs(rng, cfg.num_jobs, self.mix, cfg.dag)
+        self._set_tasks(tasks)
+        # dynamic state
+        self.now_s = 0.0
+        self.free_at_s = np.zeros(self.num_agents)
+        self.running = np.full(self.num_agents, -1, dtype=np.int64)
+        self.busy_s = np.zeros(self.num_agents)
+        self._not_arrived_from(0)
+        self.ready: list[int] = []  # ready, unassigned tasks, oldest first
+        self._next_job = 0
+        self._heap: list[tuple[float, int, int]] = []  # (finish time, task, agent)
+        self._jobs_in_system = 0
+        self._jobs_done = 0
+        self._decisions = self._invalid = 0
+        self._done = False
+        self._ref_finish_s = None
+        if cfg.reward_baseline:
+            self._ref_finish_s = self._reference_finish_s(cfg.reward_baseline)
+        self._process_events()
+        reward = self._advance_until_decision()  # 0 (the first job arrives at t = 0)
+        assert reward == 0.0
+        return self._observe(), self._info()
+
+    def _set_tasks(self, tasks: list[tuple]) -> None:
+        """Static arrays of the episode's tasks (sample_jobs's format, jobs contiguous and in arrival order)."""
         n = self._n_tasks = len(tasks)
         self.task_job = np.array([t[0] for t in tasks], dtype=np.int64)
         self.task_type = np.array([t[1] for t in tasks], dtype=np.int64)
@@ -328,37 +352,52 @@ class DLScheduleEnv(gym.Env):
         self.tie_feature = np.minimum(tie, 5.0) / 5.0  # 1 where one agent fits
         mean_exec = np.array([row[np.isfinite(row)].mean() for row in self.exec_s])
         self.upward_rank_s = upward_rank_s(mean_exec, self.task_succs)  # tasks of a job are contiguous, topological
-        self.job_tasks = [[] for _ in range(cfg.num_jobs)]
+        self.job_tasks = [[] for _ in range(self.config.num_jobs)]
         for i, j in enumerate(self.task_job):
             self.job_tasks[j].append(i)
-        # dynamic state
-        self.now_s = 0.0
-        self.free_at_s = np.zeros(self.num_agents)
-        self.running = np.full(self.num_agents, -1, dtype=np.int64)
-        self.busy_s = np.zeros(self.num_agents)
-        self.task_start_s = np.full(n, np.nan)
-        self.task_finish_s = np.full(n, np.nan)
-        self.task_agent = np.full(n, -1, dtype=np.int64)
-        self.task_ready_s = np.full(n, np.nan)
-        self._preds_left = np.array([len(p) for p in self.task_preds], dtype=np.int64)
-        self.job_tasks_left = np.array([len(t) for t in self.job_tasks], dtype=np.int64)
-        self.job_work_left_s = np.zeros(cfg.num_jobs)
-        np.add.at(self.job_work_left_s, self.task_job, self.best_exec_s)
-        self.job_finish_s = np.full(cfg.num_jobs, np.nan)
-        self.ready: list[int] = []  # ready, unassigned tasks, oldest first
-        self._next_job = 0
-        self._heap: list[tuple[float, int, int]] = []  # (finish time, task, agent)
-        self._jobs_in_system = 0
-        self._jobs_done = 0
-        self._decisions = self._invalid = 0
-        self._done = False
+
+    def _not_arrived_from(self, j0: int) -> None:
+        """Per-task and per-job dynamic state: jobs j0.. (and their tasks) as not yet arrived, the rest kept."""
+        n, nj = self._n_tasks, self.config.num_jobs
+        t0 = self.job_tasks[j0][0] if j0 < nj else n
+
+        def kept(name: str, fresh: np.ndarray, cut: int) -> np.ndarray:
+            if cut:
+                fresh[:cut] = getattr(self, name)[:cut]
+            return fresh
+
+        self.task_start_s = kept("task_start_s", np.full(n, np.nan), t0)
+        self.task_finish_s = kept("task_finish_s", np.full(n, np.nan), t0)
+        self.task_agent = kept("task_agent", np.full(n, -1, dtype=np.int64), t0)
+        self.task_ready_s = kept("task_ready_s", np.full(n, np.nan), t0)
+        self._preds_left = kept("_preds_left", np.array([len(p) for p in self.task_preds], dtype=np.int64), t0)
+        self.job_tasks_left = kept("job_tasks_left", np.array([len(t) for t in self.job_tasks], dtype=np.int64), j0)
+        work = np.zeros(nj)
+        np.add.at(work, self.task_job, self.best_exec_s)
+        self.job_work_left_s = kept("job_work_left_s", work, j0)
+        self.job_finish_s = kept("job_finish_s", np.full(nj, np.nan), j0)
+
+    def resample_future(self, rng: np.random.Generator) -> None:
+        """Redraw the jobs that have not arrived yet from the episode's own arrival model (its load and mix):
+        Poisson arrivals from now on (memoryless), fresh templates and task sizes. Already-arrived jobs, running
+        and ready tasks are unchanged. For planning by rollouts without seeing the real future (Monte-Carlo
+        futures); the ``reward_baseline`` reference, computed on the old future, is dropped."""
+        if self._done:
+            raise RuntimeError("resample_future() needs an episode in progress")
+        cfg, j0 = self.config, self._next_job
+        if j0 == cfg.num_jobs:
+            return
+        t0 = self.job_tasks[j0][0]
+        rate = self.load * fluid_capacity_jobs_per_s(cfg.agents, self.mix, cfg.dag)
+        self.job_arrival_s = self.job_arrival_s.copy()
+        self.job_arrival_s[j0:] = self.now_s + np.cumsum(rng.exponential(1.0 / rate, cfg.num_jobs - j0))
+        templates, new = sample_jobs(rng, cfg.num_jobs - j0, self.mix, cfg.dag)
+        self.job_template = self.job_template[:j0] + templates
+        old = [(int(self.task_job[i]), int(self.task_type[i]), self.task_preds[i], float(self.task_compute_tflop[i]),
+                float(self.task_data_mb[i]), float(self.task_memory_gb[i])) for i in range(t0)]
+        self._set_tasks(old + [(j + j0, ty, tuple(p + t0 for p in preds), *size) for j, ty, preds, *size in new])
+        self._not_arrived_from(j0)
         self._ref_finish_s = None
-        if cfg.reward_baseline:
-            self._ref_finish_s = self._reference_finish_s(cfg.reward_baseline)
-        self._process_events()
-        reward = self._advance_until_decision()  # 0 (the first job arrives at t = 0)
-        assert reward == 0.0
-        return self._observe(), self._info()
 
     # ---------------------------------------------------------------- public read-only views
     @property

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgegen.scheduling.env import DLScheduleEnv, fluid_makespan_s, second_best_exec_s
+from edgegen.scheduling.env import HINTABLE, DLScheduleEnv, fluid_makespan_s, second_best_exec_s
 
 
 @dataclass(frozen=True)
@@ -215,31 +215,76 @@ def heuristic_policy(name: str, seed: int = 0):
     return policy
 
 
+def plain_copy(env: DLScheduleEnv) -> DLScheduleEnv:
+    """A copy of the env in its current state without hint features or reward baseline (cheaper steps; the rules
+    do not read the observation)."""
+    import copy
+    import dataclasses
+
+    out = copy.deepcopy(env)
+    out.config = dataclasses.replace(env.config, hints=(), reward_baseline="")
+    out._ref_finish_s = None
+    return out
+
+
+def finish_with(env: DLScheduleEnv, action: int, base_act) -> float:
+    """Take `action` in `env` (modified in place), play the rest of the episode with `base_act`; total JCT (s)."""
+    obs, _, terminated, truncated, info = env.step(action)
+    while not (terminated or truncated):
+        obs, _, terminated, truncated, info = env.step(base_act(env, obs, info["action_mask"].astype(bool)))
+    return float((env.job_finish_s - env.job_arrival_s).sum())
+
+
 def rollout_oracle_policy(base: str = "mct"):
     """Clairvoyant one-step rollout (policy improvement by rollout, Bertsekas): at every decision, for each valid
     action, copy the env, take the action, finish the episode with heuristic `base` and keep the action with the
     lowest average JCT (ties go to `base`'s own action). The copy holds the episode's already-drawn future
     arrivals, so this is NOT an online scheduler: it is a reference for how much better single decisions than
     `base`'s can do on an episode, given the future. Cost: one `base` episode per valid action per decision."""
-    import copy
-
     base_act = heuristic_policy(base)
-
-    def finish(env: DLScheduleEnv, action: int) -> float:
-        obs, _, terminated, truncated, info = env.step(action)
-        while not (terminated or truncated):
-            obs, _, terminated, truncated, info = env.step(base_act(env, obs, info["action_mask"].astype(bool)))
-        return float(env.episode_metrics()["avg_jct_s"])
 
     def policy(env, obs, mask):
         own = base_act(env, obs, mask)
-        best_a, best_v = own, finish(copy.deepcopy(env), own)
+        best_a, best_v = own, finish_with(plain_copy(env), own, base_act)
         for a in np.flatnonzero(mask):
             if a != own:
-                v = finish(copy.deepcopy(env), int(a))
+                v = finish_with(plain_copy(env), int(a), base_act)
                 if v < best_v - 1e-9:
                     best_a, best_v = int(a), v
         return best_a
+    return policy
+
+
+def sampled_rollout_policy(candidates: tuple[str, ...] = ("mct", "min_min", "tied_spt"), base: str = "tied_spt",
+                           futures: int = 4, seed: int = 0):
+    """Online one-step rollout over the candidate rules' current decisions, with Monte-Carlo futures: where the
+    candidates disagree, each distinct action is tried on `futures` copies of the env whose not-yet-arrived jobs
+    are redrawn from the episode's arrival model (:meth:`DLScheduleEnv.resample_future`; the same draws for every
+    action, i.e. common random numbers), each finished with `base`; the lowest mean total JCT wins (ties: `base`'s
+    action). Unlike `rollout_oracle_policy` it never sees the real future, only the load and mix. Cost: up to
+    len(candidates) x futures `base` episodes per contested decision."""
+    for name in (*candidates, base):
+        if name not in HINTABLE:
+            raise ValueError(f"sampled rollout rules must be deterministic, memoryless rules {HINTABLE}, got {name!r}")
+    rng = np.random.default_rng(seed)
+    rules = [heuristic_policy(c) for c in candidates]
+    base_act = heuristic_policy(base)
+
+    def policy(env, obs, mask):
+        own = base_act(env, obs, mask)
+        actions = list(dict.fromkeys([own] + [r(env, obs, mask) for r in rules]))
+        if len(actions) == 1:
+            return own
+        draws = rng.integers(1 << 62, size=futures)
+        totals = []
+        for a in actions:
+            total = 0.0
+            for d in draws:
+                sim = plain_copy(env)
+                sim.resample_future(np.random.default_rng(int(d)))
+                total += finish_with(sim, a, base_act)
+            totals.append(total)
+        return actions[int(np.argmin(totals))]  # first minimum: base's own action on ties
     return policy
 
 

@@ -73,6 +73,16 @@ class PPOConfig:
     MSE). With one name the policy copies that heuristic; with several it starts as a mixture that is uncertain
     exactly where they disagree, so PPO's exploration concentrates on choosing between them. The PPO budget
     (total_env_steps) excludes the cloning decisions, which are reported separately."""
+    warm_start_labels: str = "all"
+    """How the warm-start states are labelled: "all" = as above (episodes played by the named heuristics in turn,
+    every state labelled with each one's action); "rollout" = episodes played, and every state labelled, by the
+    online rollout over the named heuristics' decisions (heuristics.sampled_rollout_policy: where they disagree,
+    the action with the lowest mean JCT over `rollout_futures` Monte-Carlo futures, each finished with
+    `rollout_base`): one label per state, the better heuristic's decision on that state."""
+    rollout_base: str = "tied_spt"
+    """Base rule that finishes the rollouts of warm_start_labels="rollout"."""
+    rollout_futures: int = 4
+    """Monte-Carlo futures per rollout of warm_start_labels="rollout"."""
     warm_start_decisions: int = 20_000
     """Heuristic decisions collected for the warm start."""
     warm_start_epochs: int = 10
@@ -97,6 +107,11 @@ class PPOConfig:
         check_range("curve_episodes", self.curve_episodes, 1, 1000)
         check_teachers("warm_start", self.warm_start)
         check_range("warm_start_decisions", self.warm_start_decisions, 1, 1 << 30)
+        check_choice("warm_start_labels", self.warm_start_labels, ("all", "rollout"))
+        if self.warm_start_labels == "rollout":
+            for name in (*self.warm_start_names(), self.rollout_base):
+                check_choice("warm_start / rollout_base (rollout labels need deterministic rules)", name, HINTABLE)
+            check_range("rollout_futures", self.rollout_futures, 1, 10_000)
         check_range("warm_start_epochs", self.warm_start_epochs, 0, 10_000)
 
     def warm_start_names(self) -> list[str]:
@@ -187,15 +202,22 @@ def make_model(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, n_envs: int
                        policy_kwargs={"layout": layout, "hidden": cfg.hidden_size})
 
 
-def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> dict:
+def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, progress: bool = False) -> dict:
     """Behaviour cloning of heuristic(s) `cfg.warm_start` into the model's policy and value nets (see PPOConfig)."""
-    from edgegen.scheduling.heuristics import heuristic_policy
+    from tqdm import tqdm
+
+    from edgegen.scheduling.heuristics import heuristic_policy, sampled_rollout_policy
 
     names = cfg.warm_start_names()
     env = DLScheduleEnv(env_cfg)
     teachers = [heuristic_policy(h, derive_seed(seed, "warm_start", h)) for h in names]
+    if cfg.warm_start_labels == "rollout":
+        chooser = sampled_rollout_policy(tuple(names), cfg.rollout_base, cfg.rollout_futures,
+                                         derive_seed(seed, "warm_start_rollout"))
     obs_l, mask_l, act_l, ret_l, episode = [], [], [], [], 0
     t0 = time.perf_counter()
+    bar = tqdm(total=cfg.warm_start_decisions, desc=f"warm start ({cfg.warm_start_labels} labels)", unit="decision",
+               disable=not progress)
     while len(obs_l) < cfg.warm_start_decisions:
         obs, info = env.reset(seed=derive_seed(seed, "warm_start", episode))
         behaviour = episode % len(names)
@@ -203,20 +225,25 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> d
         rewards, done = [], False
         while not done:
             mask = info["action_mask"].astype(bool)
-            labels = [t(env, obs, mask) for t in teachers]
+            if cfg.warm_start_labels == "rollout":
+                labels, behaviour = [chooser(env, obs, mask)], 0
+            else:
+                labels = [t(env, obs, mask) for t in teachers]
             obs_l.append(obs)
             mask_l.append(mask)
             act_l.append(labels)
             obs, reward, terminated, truncated, info = env.step(labels[behaviour])
             rewards.append(reward)
             done = terminated or truncated
+        bar.update(min(len(rewards), bar.total - bar.n))
         g, rets = 0.0, []
         for r in reversed(rewards):
             g = r + cfg.gamma * g
             rets.append(g)
         ret_l += rets[::-1]
+    bar.close()
     obs_t = torch.as_tensor(np.array(obs_l))
-    masks, acts = np.array(mask_l), torch.as_tensor(np.array(act_l))  # acts: (n, len(names))
+    masks, acts = np.array(mask_l), torch.as_tensor(np.array(act_l))  # acts: (n, labels per state)
     rets_t = torch.as_tensor(np.array(ret_l), dtype=torch.float32)
     policy = model.policy
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
@@ -228,7 +255,7 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int) -> d
             idx = perm[start:start + cfg.batch_size]
             dist = policy.get_distribution(obs_t[idx], action_masks=masks[idx.numpy()])
             values = policy.predict_values(obs_t[idx]).flatten()
-            nll = -torch.stack([dist.log_prob(acts[idx, h]) for h in range(len(names))]).mean()
+            nll = -torch.stack([dist.log_prob(acts[idx, h]) for h in range(acts.shape[1])]).mean()
             loss = nll + 0.5 * torch.nn.functional.mse_loss(values, rets_t[idx])
             opt.zero_grad()
             loss.backward()
@@ -264,7 +291,7 @@ def train(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, run=None, progre
     env_cfg.validate()
     seed_everything(seed)
     model = make_model(cfg, env_cfg, seed)
-    warm = warm_start(model, cfg, env_cfg, seed) if cfg.warm_start else {}
+    warm = warm_start(model, cfg, env_cfg, seed, progress) if cfg.warm_start else {}
     eval_env = DLScheduleEnv(env_cfg)
     seeds = curve_seeds(seed, cfg.curve_episodes)
     state = {"wall": 0.0, "t0": time.perf_counter(), "next": cfg.eval_every_env_steps, "best": np.inf,
