@@ -101,11 +101,12 @@ class ScheduleBenchConfig:
     """Training reward relative to this heuristic on the same episode (env `reward_baseline`, an input-dependent
     baseline; "" = Decima's plain reward). Test metrics do not depend on it."""
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min+tied_spt", learning_rate=1e-4,
-                                                             curve_episodes=12))
-    """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour-cloned mixture of MCT,
-    Min-Min and the reference rule tied_spt (``--ppo.warm-start ""`` for random weights, Decima's recipe). Learning
-    rate, curve episodes and the third teacher were chosen on validation seeds 100-101
-    (benchmarks/notes/scheduling.md)."""
+                                                             curve_episodes=12, warm_start_labels="rollout"))
+    """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour clone of MCT, Min-Min and the
+    reference rule tied_spt whose every state is labelled with the sampled rollout's choice among their decisions
+    (``--ppo.warm-start-labels all`` for the plain mixture, ``--ppo.warm-start ""`` for random weights, Decima's
+    recipe). Learning rate, curve episodes, the third teacher and the rollout labels were chosen on validation seeds
+    100-101 (benchmarks/notes/scheduling.md)."""
     rllib_env_steps: int = 100_000
     """RLlib PPO training budget in env steps."""
     rllib_train_batch_size: int = 2000
@@ -348,7 +349,9 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
     out = {"kind": "schedule_bench", "seeds": cfg.seeds, "test_mix": cfg.test_mix, "train_mixes": list(cfg.train_mixes),
            "train_loads": list(cfg.train_loads), "test_episodes": cfg.test_episodes, "num_jobs": cfg.num_jobs,
            "dag": cfg.dag, "window": cfg.window, "ppo_env_steps": cfg.ppo.total_env_steps,
-           "ppo_warm_start": cfg.ppo.warm_start, "hints": list(cfg.hints),
+           "ppo_warm_start": cfg.ppo.warm_start, "ppo_warm_start_labels": cfg.ppo.warm_start_labels,
+           "ppo_rollout_base": cfg.ppo.rollout_base, "ppo_rollout_futures": cfg.ppo.rollout_futures,
+           "hints": list(cfg.hints),
            "reward_baseline": cfg.reward_baseline,
            "rllib_env_steps": cfg.rllib_env_steps, "rllib_network": cfg.rllib_network, "results": results,
            "acceptance": acceptance}
@@ -527,8 +530,11 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
              f"episodes of {summary['num_jobs']} {'DAG ' if summary['dag'] else 'single-task '}jobs per seed and "
              f"load, identical for every policy); learned policies trained on mixes {summary['train_mixes']} at loads "
              f"{summary['train_loads']} (masked PPO: {summary['ppo_env_steps']} env steps"
-             + (f" after behaviour cloning of `{summary['ppo_warm_start']}`" if summary.get("ppo_warm_start") else
-                " from random weights")
+             + (f" after behaviour cloning of `{summary['ppo_warm_start']}`" + (
+                 f", each state labelled by the sampled rollout over their decisions (base "
+                 f"`{summary['ppo_rollout_base']}`, {summary['ppo_rollout_futures']} Monte-Carlo futures; the "
+                 "`sampled_rollout` row)" if summary.get("ppo_warm_start_labels") == "rollout" else "")
+                if summary.get("ppo_warm_start") else " from random weights")
              + (f", RLlib PPO: {summary['rllib_env_steps']} from random weights"
                 + {"pair": " with the same pair-scoring network", "mlp": " with RLlib's example masking MLP"}.get(
                     summary.get("rllib_network", "mlp"), "") if "rllib_ppo" in summary["results"][next(iter(
