@@ -29,6 +29,10 @@ Reference rule (not a classic heuristic; ``REFERENCE_RULES``, reported apart fro
         It is the rule the env's tie feature makes expressible; it shows how much a simple non-learned rule with
         that knowledge gains. The schedule bench also gives it to the learned policies as a hint and a warm-start
         teacher. ``RULES`` holds the heuristics and the reference rules.
+Rollout policies (policy improvement by rollout, Bertsekas; references, not heuristics: they simulate at every
+decision) ``rollout_oracle_policy`` tries every valid action on copies of the env that hold the real future
+(clairvoyant); ``sampled_rollout_policy`` tries the candidate rules' decisions on copies whose future arrivals are
+redrawn from the arrival model (online), and labels masked PPO's warm start in the schedule bench.
 """
 
 from __future__ import annotations
