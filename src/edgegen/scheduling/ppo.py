@@ -388,9 +388,6 @@ class OnlineConfig:
     """Adam learning rate of the online updates."""
     n_steps: int = 256
     """Rollout length between online updates (one env)."""
-    target_kl: float = 0.0
-    """Stop an online update's epochs early once the approximate KL to the policy before the update exceeds
-    1.5 x this (stable-baselines3's target_kl); 0 = no limit."""
     fresh_episodes: int = 4
     """Fresh episodes per stream episode on which the frozen policy and the learner's greedy policy are compared
     (their ratios averaged): one 60-job episode's ratio varies by about 0.1, more than the recovery tolerance."""
@@ -415,7 +412,6 @@ class OnlineConfig:
         check_range("post_episodes", self.post_episodes, 1, 100_000)
         check_range("learning_rate", self.learning_rate, 1e-8, 1.0)
         check_range("n_steps", self.n_steps, 2, 1 << 20)
-        check_range("target_kl", self.target_kl, 0.0, 10.0)
         check_range("fresh_episodes", self.fresh_episodes, 1, 1000)
         check_range("recovery_window", self.recovery_window, 1, 1000)
         check_range("recovery_tolerance", self.recovery_tolerance, 0.0, 10.0)
@@ -493,7 +489,6 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
     online.set_parameters(model_path, exact_match=True, device="cpu")
     for g in online.policy.optimizer.param_groups:
         g["lr"] = cfg.learning_rate
-    online.target_kl = cfg.target_kl or None
     replay: list[list[float]] = []  # fresh episodes i played by the greedy policy right after update episode i fed
     t0 = time.perf_counter()
     while len(played) < n:
