@@ -102,6 +102,9 @@ def test_bad_flags_get_clear_errors(tmp_path, capsys):
     assert main(["schedule", "bench", "--out", str(tmp_path), "--policies", "mct", "sampled_rollout",
                  "--ppo.warm-start", "mct+random"]) == 2
     assert "deterministic" in capsys.readouterr().err
+    assert main(["schedule", "bench", "--out", str(tmp_path), "--policies", "mct", "sampled_rollout",
+                 "--ppo.warm-start", "", "--hints"]) == 2
+    assert "candidate rules" in capsys.readouterr().err
 
 
 def test_rllib_ppo_tiny_budget_same_metrics(tmp_path):

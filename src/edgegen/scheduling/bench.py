@@ -51,10 +51,11 @@ ORACLE = "rollout_oracle"
 """Clairvoyant one-step rollout over every valid action with MCT as base policy (heuristics.rollout_oracle_policy):
 a reference, not a competitor, since it sees the episode's future arrivals."""
 SAMPLED = "sampled_rollout"
-"""Online one-step rollout over the warm-start teachers' decisions with Monte-Carlo futures
-(heuristics.sampled_rollout_policy with the candidates, base and futures of the bench's PPOConfig): the teacher of
-masked PPO's rollout-labelled warm start. It does not see the future, but it simulates (knows the load and mix) and
-costs rollouts at every contested decision, so it is a reference row, not a heuristic."""
+"""Online one-step rollout over the warm-start teachers' decisions (the hint rules if masked PPO starts from random
+weights) with Monte-Carlo futures (heuristics.sampled_rollout_policy with the base and futures of the bench's
+PPOConfig): the teacher of masked PPO's rollout-labelled warm start. It does not see the future, but it simulates
+(knows the load and mix) and costs rollouts at every contested decision, so it is a reference row, not a
+heuristic."""
 ROLLOUTS = (SAMPLED, ORACLE)
 REFERENCES = (*REFERENCE_RULES, *ROLLOUTS)
 """Reference rows: reported with their gain over the best heuristic, never counted as a heuristic."""
@@ -147,13 +148,17 @@ class ScheduleBenchConfig:
         check_range("workers", self.workers, 1, 4096)
         self.ppo.validate()
         if SAMPLED in self.policies:
-            if not self.ppo.warm_start_names():
-                raise ConfigError(f"policies: {SAMPLED} needs ppo.warm_start to name its candidate rules")
-            for name in (*self.ppo.warm_start_names(), self.ppo.rollout_base):
+            if not self.rollout_candidates():
+                raise ConfigError(f"policies: {SAMPLED} needs candidate rules (ppo.warm_start or hints)")
+            for name in (*self.rollout_candidates(), self.ppo.rollout_base):
                 check_choice(f"ppo.warm_start / ppo.rollout_base ({SAMPLED} needs deterministic rules)", name, HINTABLE)
         self.online_cfg.validate()
         self.env_config(train=True).validate()
         self.env_config(train=False).validate()
+
+    def rollout_candidates(self) -> tuple[str, ...]:
+        """Candidate rules of the sampled_rollout row: the warm-start teachers, else the hint rules."""
+        return tuple(self.ppo.warm_start_names()) or self.hints
 
     def env_config(self, train: bool) -> DLScheduleConfig:
         mixes, loads = (self.train_mixes, self.train_loads) if train else ((self.test_mix,), self.load)
@@ -214,7 +219,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     if job in ROLLOUTS:
         t0 = time.perf_counter()
         act = rollout_oracle_policy("mct") if job == ORACLE else sampled_rollout_policy(
-            tuple(cfg.ppo.warm_start_names()), cfg.ppo.rollout_base, cfg.ppo.rollout_futures,
+            cfg.rollout_candidates(), cfg.ppo.rollout_base, cfg.ppo.rollout_futures,
             derive_seed(seed, "sampled_rollout"))
         results = {job: evaluate(cfg, seed, act, plain=True)}
         return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
