@@ -210,10 +210,12 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
 
     names = cfg.warm_start_names()
     env = DLScheduleEnv(env_cfg)
-    teachers = [heuristic_policy(h, derive_seed(seed, "warm_start", h)) for h in names]
-    if cfg.warm_start_labels == "rollout":
+    rollout = cfg.warm_start_labels == "rollout"
+    if rollout:
         chooser = sampled_rollout_policy(tuple(names), cfg.rollout_base, cfg.rollout_futures,
                                          derive_seed(seed, "warm_start_rollout"))
+    else:
+        teachers = [heuristic_policy(h, derive_seed(seed, "warm_start", h)) for h in names]
     obs_l, mask_l, act_l, ret_l, episode = [], [], [], [], 0
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.warm_start_decisions, desc=f"warm start ({cfg.warm_start_labels} labels)", unit="decision",
@@ -225,14 +227,11 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
         rewards, done = [], False
         while not done:
             mask = info["action_mask"].astype(bool)
-            if cfg.warm_start_labels == "rollout":
-                labels, behaviour = [chooser(env, obs, mask)], 0
-            else:
-                labels = [t(env, obs, mask) for t in teachers]
+            labels = [chooser(env, obs, mask)] if rollout else [t(env, obs, mask) for t in teachers]
             obs_l.append(obs)
             mask_l.append(mask)
             act_l.append(labels)
-            obs, reward, terminated, truncated, info = env.step(labels[behaviour])
+            obs, reward, terminated, truncated, info = env.step(labels[0 if rollout else behaviour])
             rewards.append(reward)
             done = terminated or truncated
         bar.update(min(len(rewards), bar.total - bar.n))
