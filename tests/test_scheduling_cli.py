@@ -30,8 +30,8 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert done.returncode == 0, done.stderr
     s = json.loads((out / "summary.json").read_text())
     assert s["kind"] == "schedule_bench" and list(s["results"]) == ["0.5", "0.9"]
-    assert s["ppo_warm_start"] == "mct+min_min+tied_spt"  # the bench's defaults
-    assert s["hints"] == ["mct", "min_min", "tied_spt"]
+    assert s["ppo_warm_start"] == "mct+min_min+tied_spt+tied_srpt"  # the bench's defaults
+    assert s["hints"] == ["mct", "min_min", "tied_spt", "tied_srpt"]
     assert s["results"]["0.5"]["masked_ppo"]["warm_start_decisions"] >= 100
     first = [float(line.split(",")[1]) for line in
              (out / "masked_ppo" / "seed_0" / "metrics.csv").read_text().splitlines()[1:2]]

@@ -185,7 +185,7 @@ def test_hint_features_mark_the_heuristic_decision():
     assert plain.observation_space.shape[0] == env.observation_space.shape[0] - 2 * 1 * 2 - 2
 
 
-@pytest.mark.parametrize("rule", ["mct", "tied_spt"])
+@pytest.mark.parametrize("rule", ["mct", "tied_spt", "tied_srpt"])
 def test_following_a_hint_reproduces_its_rule(rule):
     from edgegen.scheduling.heuristics import heuristic_policy
 

@@ -11,11 +11,12 @@ from edgegen.scheduling.env import DLScheduleEnv, run_episode
 INF = np.inf
 
 
-def state(exec_s, free=None, now=0.0, rank=None, wait_valid=True):
+def state(exec_s, free=None, now=0.0, rank=None, wait_valid=True, job_left=None):
     exec_s = np.asarray(exec_s, dtype=float)
     free = np.zeros(exec_s.shape[1]) if free is None else np.asarray(free, dtype=float)
     return H.SchedState(now_s=now, exec_s=exec_s, free_at_s=np.maximum(free, now), idle=free <= now,
-                        upward_rank_s=np.asarray(rank if rank is not None else exec_s.min(1)), wait_valid=wait_valid)
+                        upward_rank_s=np.asarray(rank if rank is not None else exec_s.min(1)), wait_valid=wait_valid,
+                        job_work_left_s=np.asarray(job_left if job_left is not None else exec_s.min(1), dtype=float))
 
 
 def test_list_schedulers_by_hand():
@@ -66,6 +67,26 @@ def test_tied_spt_by_hand():
     assert H.heuristic_policy("tied_spt") is not None and "tied_spt" not in H.HEURISTICS
 
 
+def test_tied_srpt_by_hand():
+    # no tied task: completion times 4, 3, 3 (Min-Min takes task 1 on agent 1); the jobs' work left 20, 9, 4 makes
+    # the scores 4 + 20, 3 + 9, 3 + 4: task 2 goes first, on its fastest agent 0
+    s = state([[4, 6], [5, 3], [3, 4]], job_left=[20, 9, 4])
+    assert H.min_min(s) == (1, 1) and H.tied_srpt(s) == (2, 0)
+    # equal work left: Min-Min's choice
+    assert H.tied_srpt(state([[4, 6], [5, 3], [3, 4]], job_left=[1, 1, 1])) == (1, 1)
+    # tied tasks still go first, shortest first, whatever their jobs' work left
+    s = state([[12, 70], [10, 60], [2, 3]], job_left=[12, 100, 2])
+    assert H.tied_srpt(s) == (1, 0) == H.tied_spt(s)
+    # agent 0 busy until 5; no task is tied (9 < 5 x 2, 25 < 5 x 6). Scores: task 0 (5 + 2) + 0.5 = 7.5, task 1
+    # (5 + 6) + 3 = 14: task 0 is planned onto busy agent 0 (free -> 7), then task 1 too (13 < 25): wait
+    s = state([[2, 9], [6, 25]], free=[5.0, 0.0], job_left=[0.5, 3])
+    assert H.tied_srpt(s) is None
+    # task 0's job has 10 s left (score 17), task 1's nothing (11): task 1 reserves agent 0 (free -> 11), then
+    # task 0 completes at 13 there or at 9 on idle agent 1: dispatched there
+    assert H.tied_srpt(state([[2, 9], [6, 25]], free=[5.0, 0.0], job_left=[10, 0])) == (0, 1)
+    assert "tied_srpt" in H.REFERENCE_RULES and "tied_srpt" not in H.HEURISTICS
+
+
 def test_lower_bound_by_hand():
     # job 0 at t=0: t0 -> t1; job 1 at t=1: t2 (agent 1 only)
     exec_s = np.array([[2.0, 4.0], [3.0, 1.0], [INF, 5.0]])
@@ -78,7 +99,7 @@ def test_every_heuristic_finishes_episodes_and_respects_the_bound():
     env = DLScheduleEnv(num_jobs=25, loads=(0.9,))
     env.reset(seed=4)
     lb = H.lower_bound(**env.instance())
-    for name in H.HEURISTICS:
+    for name in H.RULES:  # heuristics and reference rules
         out = run_episode(env, H.heuristic_policy(name, 0), seed=4)
         assert out["invalid_actions"] == 0
         assert out["avg_jct_s"] >= lb["avg_jct_s"] - 1e-9 and out["makespan_s"] >= lb["makespan_s"] - 1e-9

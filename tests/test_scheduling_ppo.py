@@ -149,3 +149,17 @@ def test_rollout_labelled_warm_start():
     info = warm_start(model, cfg, env_cfg, 0)
     assert info["warm_start_decisions"] >= 300
     assert info["warm_start_agreement"] > 0.7  # one label per state, imitated
+
+
+def test_specialist_trains_on_the_pre_shift_workload_with_mixture_labels(monkeypatch):
+    import edgegen.scheduling.ppo as P
+
+    seen = {}
+    monkeypatch.setattr(P, "train", lambda cfg, env_cfg, seed, run=None: seen.update(cfg=cfg, env=env_cfg))
+    bench_ppo = PPOConfig(warm_start="mct+min_min+tied_spt", warm_start_labels="rollout", learning_rate=1e-4)
+    online = P.OnlineConfig(specialist_env_steps=123)
+    P.train_specialist(online, bench_ppo, DLScheduleConfig(mixes=("data_heavy", "balanced"), loads=(0.5, 0.8)), 0)
+    assert seen["env"].mixes == (online.pre_mix,) and seen["env"].loads == (online.pre_load,)
+    cfg = seen["cfg"]
+    assert cfg.warm_start == online.specialist_warm_start and cfg.warm_start_labels == "all"  # not the bench's
+    assert cfg.total_env_steps == 123 and cfg.learning_rate == 1e-4

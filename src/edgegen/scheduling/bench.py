@@ -78,9 +78,9 @@ class ScheduleBenchConfig:
     first_seed: int = 0
     """Seeds are first_seed .. first_seed + seeds - 1."""
     policies: tuple[str, ...] = POLICIES
-    """Policies: heuristics fifo sjf lpt random round_robin met mct min_min max_min heft; references tied_spt (a rule
-    derived here, heuristics.tied_spt), the simulating sampled_rollout and the clairvoyant rollout_oracle; learned
-    masked_ppo, rllib_ppo.
+    """Policies: heuristics fifo sjf lpt random round_robin met mct min_min max_min heft; references tied_spt and
+    tied_srpt (rules derived here, heuristics.tied_spt / tied_srpt), the simulating sampled_rollout and the
+    clairvoyant rollout_oracle; learned masked_ppo, rllib_ppo.
     lower_bound is always reported."""
     test_mix: str = "balanced"
     """Held-out test workload mix (must not be among train_mixes)."""
@@ -96,18 +96,19 @@ class ScheduleBenchConfig:
     """DAG jobs (True) or single-task jobs."""
     window: int = 12
     """Visible ready tasks."""
-    hints: tuple[str, ...] = ("mct", "min_min", "tied_spt")
+    hints: tuple[str, ...] = ("mct", "min_min", "tied_spt", "tied_srpt")
     """Heuristics whose current decision is an observation feature of the learned policies (env `hints`)."""
     reward_baseline: str = "mct"
     """Training reward relative to this heuristic on the same episode (env `reward_baseline`, an input-dependent
     baseline; "" = Decima's plain reward). Test metrics do not depend on it."""
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min+tied_spt", learning_rate=1e-4,
-                                                             curve_episodes=12, warm_start_labels="rollout"))
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min+tied_spt+tied_srpt",
+                                                             learning_rate=1e-4, curve_episodes=12,
+                                                             warm_start_labels="rollout", rollout_base="tied_srpt"))
     """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour clone of MCT, Min-Min and the
-    reference rule tied_spt whose every state is labelled with the sampled rollout's choice among their decisions
-    (``--ppo.warm-start-labels all`` for the plain mixture, ``--ppo.warm-start ""`` for random weights, Decima's
-    recipe). Learning rate, curve episodes, the third teacher and the rollout labels were chosen on validation seeds
-    100-101 (benchmarks/notes/scheduling.md)."""
+    reference rules tied_spt and tied_srpt whose every state is labelled with the sampled rollout's choice among
+    their decisions, finished with tied_srpt (``--ppo.warm-start-labels all`` for the plain mixture,
+    ``--ppo.warm-start ""`` for random weights, Decima's recipe). Learning rate, curve episodes, the teachers, the
+    rollout labels and base were chosen on validation seeds 100-101 (benchmarks/notes/scheduling.md)."""
     rllib_env_steps: int = 100_000
     """RLlib PPO training budget in env steps."""
     rllib_train_batch_size: int = 2000
@@ -407,7 +408,7 @@ def plot_jct_vs_load(cfg: ScheduleBenchConfig, summary: dict) -> Path:
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
     colors = iter(plt.get_cmap("tab20").colors)  # heuristics; learned and reference rows get fixed strong colours
     fixed = {"masked_ppo": "#1a9641", "rllib_ppo": "#d7191c", ORACLE: "#e66101", SAMPLED: "#b2abd2",
-             **dict.fromkeys(REFERENCE_RULES, "#5e3c99")}
+             "tied_spt": "#5e3c99", "tied_srpt": "#2c7bb6"}
     for name in names:
         y = [summary["results"][ld][name]["avg_jct_s"] for ld in loads]
         e = [summary["results"][ld][name]["avg_jct_s_std"] for ld in loads]

@@ -106,7 +106,7 @@ AGENT_KINDS: dict[str, tuple[float, float, float]] = {
 }
 
 # Heuristics that may serve as observation hints: deterministic and memoryless (a function of the state alone).
-HINTABLE = ("fifo", "sjf", "lpt", "met", "mct", "min_min", "max_min", "heft", "tied_spt")
+HINTABLE = ("fifo", "sjf", "lpt", "met", "mct", "min_min", "max_min", "heft", "tied_spt", "tied_srpt")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,12 @@ Reference rule (not a classic heuristic; ``REFERENCE_RULES``, reported apart fro
         gives it to short tasks that have good alternatives and MCT serves the queued training tasks oldest first.
         It is the rule the env's tie feature makes expressible; it shows how much a simple non-learned rule with
         that knowledge gains. The schedule bench also gives it to the learned policies as a hint and a warm-start
-        teacher. ``RULES`` holds the heuristics and the reference rules.
+        teacher.
+    ``tied_srpt`` tied_spt, except that among untied tasks it plans first the one with the smallest
+        (earliest completion time from now + work left in its job), not the smallest completion time alone:
+        Min-Min with a shortest-remaining-processing-time term for the job, since average JCT counts a job once
+        it ends (SRPT minimises mean response time on one preemptive machine; Schrage 1968). Chosen in this
+        project on training-mix episodes (notes). ``RULES`` holds the heuristics and the reference rules.
 Rollout policies (policy improvement by rollout, Bertsekas; references, not heuristics: they simulate at every
 decision) ``rollout_oracle_policy`` tries every valid action on copies of the env that hold the real future
 (clairvoyant); ``sampled_rollout_policy`` tries the candidate rules' decisions on copies whose future arrivals are
@@ -58,13 +63,16 @@ class SchedState:
     upward_rank_s: np.ndarray
     """(n,) HEFT upward rank of each window task."""
     wait_valid: bool
+    job_work_left_s: np.ndarray
+    """(n,) work left in each window task's job: the best execution times of its tasks not yet completed."""
 
 
 def snapshot(env: DLScheduleEnv) -> SchedState:
     win = env.window_tasks
     idle = env.idle
     return SchedState(now_s=env.now_s, exec_s=env.exec_s[win], free_at_s=np.where(idle, env.now_s, env.free_at_s),
-                      idle=idle.copy(), upward_rank_s=env.upward_rank_s[win], wait_valid=env.wait_valid())
+                      idle=idle.copy(), upward_rank_s=env.upward_rank_s[win], wait_valid=env.wait_valid(),
+                      job_work_left_s=env.job_work_left_s[env.task_job[win]])
 
 
 def _valid(s: SchedState) -> np.ndarray:
@@ -188,9 +196,26 @@ def tied_spt(s: SchedState, rng=None, memo=None):
     return _plan(s, _tied_spt_pick)
 
 
+def _tied_srpt_pick(s, free, left):
+    ex = s.exec_s[left]
+    best = ex.min(axis=1)
+    tied = second_best_exec_s(ex) > TIE_RATIO * best
+    ct = free[None, :] + ex
+    if tied.any():
+        idx = np.flatnonzero(tied)
+        r = int(idx[np.argmin(best[idx])])  # as tied_spt
+    else:
+        r = int(np.argmin(ct.min(axis=1) - s.now_s + s.job_work_left_s[left]))  # Min-Min + the job's work left
+    return left[r], int(np.argmin(ct[r]))
+
+
+def tied_srpt(s: SchedState, rng=None, memo=None):
+    return _plan(s, _tied_srpt_pick)
+
+
 HEURISTICS = {"fifo": fifo, "sjf": sjf, "lpt": lpt, "random": random_policy, "round_robin": round_robin,
               "met": met, "mct": mct, "min_min": min_min, "max_min": max_min, "heft": heft}
-REFERENCE_RULES = {"tied_spt": tied_spt}
+REFERENCE_RULES = {"tied_spt": tied_spt, "tied_srpt": tied_srpt}
 RULES = {**HEURISTICS, **REFERENCE_RULES}
 
 

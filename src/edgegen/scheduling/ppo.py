@@ -432,12 +432,12 @@ def recovery_episode(ratio: list[float], pre: int, window: int, tolerance: float
 
 
 def train_specialist(cfg: OnlineConfig, ppo: PPOConfig, env_cfg: DLScheduleConfig, seed: int, run=None):
-    """The online experiment's deployed policy: masked PPO (warm start `cfg.specialist_warm_start`, hyperparameters
-    of `ppo`, `cfg.specialist_env_steps` PPO steps) trained on (pre_mix, pre_load) alone. Returns train()'s
-    (model, info)."""
+    """The online experiment's deployed policy: masked PPO (warm start `cfg.specialist_warm_start` with every state
+    labelled by each teacher, i.e. warm_start_labels "all"; hyperparameters of `ppo`, `cfg.specialist_env_steps`
+    PPO steps) trained on (pre_mix, pre_load) alone. Returns train()'s (model, info)."""
     spec_env = dataclasses.replace(env_cfg, mixes=(cfg.pre_mix,), loads=(cfg.pre_load,))
     return train(dataclasses.replace(ppo, total_env_steps=cfg.specialist_env_steps,
-                                     warm_start=cfg.specialist_warm_start), spec_env,
+                                     warm_start=cfg.specialist_warm_start, warm_start_labels="all"), spec_env,
                  derive_seed(seed, "specialist"), run)
 
 
