@@ -103,12 +103,14 @@ class ScheduleBenchConfig:
     baseline; "" = Decima's plain reward). Test metrics do not depend on it."""
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(warm_start="mct+min_min+tied_spt+tied_srpt",
                                                              learning_rate=1e-4, curve_episodes=12,
-                                                             warm_start_labels="rollout", rollout_base="tied_srpt"))
+                                                             warm_start_labels="rollout", rollout_base="tied_srpt",
+                                                             warm_start_epochs=60))
     """Masked PPO hyperparameters and budget; the bench starts PPO from a behaviour clone of MCT, Min-Min and the
     reference rules tied_spt and tied_srpt whose every state is labelled with the sampled rollout's choice among
     their decisions, finished with tied_srpt (``--ppo.warm-start-labels all`` for the plain mixture,
     ``--ppo.warm-start ""`` for random weights, Decima's recipe). Learning rate, curve episodes, the teachers, the
-    rollout labels and base were chosen on validation seeds 100-101 (benchmarks/notes/scheduling.md)."""
+    rollout labels and base were chosen on validation seeds 100-101, the cloning epochs on seed 100
+    (benchmarks/notes/scheduling.md)."""
     rllib_env_steps: int = 100_000
     """RLlib PPO training budget in env steps."""
     rllib_train_batch_size: int = 2000

@@ -86,7 +86,7 @@ class PPOConfig:
     warm_start_decisions: int = 20_000
     """Heuristic decisions collected for the warm start."""
     warm_start_epochs: int = 10
-    """Passes over the collected decisions."""
+    """Passes over the collected decisions (Adam, learning rate 1e-3 decayed to 0 by a cosine over the passes)."""
     keep_best: bool = True
     """Return the checkpoint with the best learning-curve JCT (validation on training-mix episodes) instead of
     the last one (PPO's greedy policy is not monotone in training steps)."""
@@ -248,9 +248,13 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(derive_seed(seed, "warm_start_batches"))
     n = len(obs_l)
+    steps, step = cfg.warm_start_epochs * -(-n // cfg.batch_size), 0
     for _ in range(cfg.warm_start_epochs):
         perm = torch.randperm(n, generator=gen)
         for start in range(0, n, cfg.batch_size):
+            for g in opt.param_groups:  # cosine decay from 1e-3 to 0 over the cloning steps
+                g["lr"] = 1e-3 * 0.5 * (1.0 + np.cos(np.pi * step / steps))
+            step += 1
             idx = perm[start:start + cfg.batch_size]
             dist = policy.get_distribution(obs_t[idx], action_masks=masks[idx.numpy()])
             values = policy.predict_values(obs_t[idx]).flatten()
