@@ -540,8 +540,9 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
              f"{summary['train_loads']} (masked PPO: {summary['ppo_env_steps']} env steps"
              + (f" after behaviour cloning of `{summary['ppo_warm_start']}`" + (
                  f", each state labelled by the sampled rollout over their decisions (base "
-                 f"`{summary['ppo_rollout_base']}`, {summary['ppo_rollout_futures']} Monte-Carlo futures; the "
-                 "`sampled_rollout` row)" if summary.get("ppo_warm_start_labels") == "rollout" else "")
+                 f"`{summary['ppo_rollout_base']}`, {summary['ppo_rollout_futures']} Monte-Carlo futures"
+                 + ("; the `sampled_rollout` row)" if SAMPLED in summary["results"][next(iter(summary["results"]))]
+                    else ")") if summary.get("ppo_warm_start_labels") == "rollout" else "")
                 if summary.get("ppo_warm_start") else " from random weights")
              + (f", RLlib PPO: {summary['rllib_env_steps']} from random weights"
                 + {"pair": " with the same pair-scoring network", "mlp": " with RLlib's example masking MLP"}.get(
