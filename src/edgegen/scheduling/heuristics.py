@@ -179,34 +179,29 @@ def heft(s: SchedState, rng=None, memo=None):
 TIE_RATIO = 5.0
 
 
-def _tied_spt_pick(s, free, left):
-    ex = s.exec_s[left]
-    best = ex.min(axis=1)
-    tied = second_best_exec_s(ex) > TIE_RATIO * best
-    ct = free[None, :] + ex
-    if tied.any():
-        idx = np.flatnonzero(tied)
-        r = int(idx[np.argmin(best[idx])])  # shortest tied task (first among equals: oldest)
-    else:
-        r = int(np.argmin(ct.min(axis=1)))  # Min-Min
-    return left[r], int(np.argmin(ct[r]))
+def _tied_first(untied_score):
+    """Planner pick: tasks tied to one agent first, shortest first (first among equals: oldest); if none is tied,
+    the task with the smallest untied_score(s, completion times (n, M), left), each on its min-completion agent."""
+    def pick(s, free, left):
+        ex = s.exec_s[left]
+        best = ex.min(axis=1)
+        tied = second_best_exec_s(ex) > TIE_RATIO * best
+        ct = free[None, :] + ex
+        if tied.any():
+            idx = np.flatnonzero(tied)
+            r = int(idx[np.argmin(best[idx])])
+        else:
+            r = int(np.argmin(untied_score(s, ct, left)))
+        return left[r], int(np.argmin(ct[r]))
+    return pick
+
+
+_tied_spt_pick = _tied_first(lambda s, ct, left: ct.min(axis=1))  # Min-Min among untied tasks
+_tied_srpt_pick = _tied_first(lambda s, ct, left: ct.min(axis=1) - s.now_s + s.job_work_left_s[left])  # + job work
 
 
 def tied_spt(s: SchedState, rng=None, memo=None):
     return _plan(s, _tied_spt_pick)
-
-
-def _tied_srpt_pick(s, free, left):
-    ex = s.exec_s[left]
-    best = ex.min(axis=1)
-    tied = second_best_exec_s(ex) > TIE_RATIO * best
-    ct = free[None, :] + ex
-    if tied.any():
-        idx = np.flatnonzero(tied)
-        r = int(idx[np.argmin(best[idx])])  # as tied_spt
-    else:
-        r = int(np.argmin(ct.min(axis=1) - s.now_s + s.job_work_left_s[left]))  # Min-Min + the job's work left
-    return left[r], int(np.argmin(ct[r]))
 
 
 def tied_srpt(s: SchedState, rng=None, memo=None):
