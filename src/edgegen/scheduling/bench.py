@@ -33,7 +33,7 @@ import numpy as np
 from edgegen.config import ConfigError, check_choice, check_range
 from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.runs import RunDir, current_command, save_figure
-from edgegen.scheduling.env import HINTABLE, MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
+from edgegen.scheduling.env import MIXES, DLScheduleConfig, DLScheduleEnv, run_episode
 from edgegen.scheduling.heuristics import (
     HEURISTICS,
     REFERENCE_RULES,
@@ -42,7 +42,7 @@ from edgegen.scheduling.heuristics import (
     rollout_oracle_policy,
     sampled_rollout_policy,
 )
-from edgegen.scheduling.ppo import OnlineConfig, PPOConfig, recovery_episode
+from edgegen.scheduling.ppo import OnlineConfig, PPOConfig, check_rollout_rules, recovery_episode
 from edgegen.scheduling.rllib import NETWORKS as RLLIB_NETWORKS
 from edgegen.seeding import derive_seed
 
@@ -153,8 +153,8 @@ class ScheduleBenchConfig:
         if SAMPLED in self.policies:
             if not self.rollout_candidates():
                 raise ConfigError(f"policies: {SAMPLED} needs candidate rules (ppo.warm_start or hints)")
-            for name in (*self.rollout_candidates(), self.ppo.rollout_base):
-                check_choice(f"ppo.warm_start / ppo.rollout_base ({SAMPLED} needs deterministic rules)", name, HINTABLE)
+            check_rollout_rules(f"ppo.warm_start / ppo.rollout_base ({SAMPLED})",
+                                (*self.rollout_candidates(), self.ppo.rollout_base))
         self.online_cfg.validate()
         self.env_config(train=True).validate()
         self.env_config(train=False).validate()

@@ -109,8 +109,8 @@ class PPOConfig:
         check_range("warm_start_decisions", self.warm_start_decisions, 1, 1 << 30)
         check_choice("warm_start_labels", self.warm_start_labels, ("all", "rollout"))
         if self.warm_start_labels == "rollout":
-            for name in (*self.warm_start_names(), self.rollout_base):
-                check_choice("warm_start / rollout_base (rollout labels need deterministic rules)", name, HINTABLE)
+            check_rollout_rules("warm_start / rollout_base (rollout labels)", (*self.warm_start_names(),
+                                                                               self.rollout_base))
             check_range("rollout_futures", self.rollout_futures, 1, 10_000)
         check_range("warm_start_epochs", self.warm_start_epochs, 0, 10_000)
 
@@ -121,6 +121,12 @@ class PPOConfig:
 def teacher_names(spec: str) -> list[str]:
     """"mct+min_min" -> ["mct", "min_min"]; "" -> [] (no warm start)."""
     return [n for n in spec.split("+") if n]
+
+
+def check_rollout_rules(field_name: str, names) -> None:
+    """Rules simulated by a rollout (heuristics.sampled_rollout_policy) must be deterministic and memoryless."""
+    for name in names:
+        check_choice(f"{field_name} (rollouts need deterministic rules)", name, HINTABLE)
 
 
 def check_teachers(field_name: str, spec: str) -> None:
