@@ -53,7 +53,10 @@ def test_bench_tiny_budget_and_report(tmp_path):
     for name in ("frozen", "online", "frozen_fresh", "online_greedy"):
         row = s["online"][name]
         assert len(row["ratio_mean"]) == 3
-        assert row["mean_curve_recovery_episode"] == recovery_episode(row["ratio_mean"], 1, 1, 0.05)
+        frozen = s["online"][{"online": "frozen", "online_greedy": "frozen_fresh"}.get(name, name)]
+        assert row["recovery_pre_ratio"] == pytest.approx(frozen["pre_ratio_mean"])  # one bar: the frozen policy's
+        assert row["mean_curve_recovery_episode"] == recovery_episode(row["ratio_mean"], 1, 1, 0.05,
+                                                                      row["recovery_pre_ratio"])
     for name in ("jct_vs_load", "learning_curves", "online_adaptation"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 0
     assert (out / "masked_ppo" / "seed_0" / "ckpt" / "model.zip").exists()

@@ -41,6 +41,10 @@ def test_recovery_episode_by_hand():
     assert recovery_episode([1.0, 1.0, 1.5, 1.0, 1.0], pre=1, window=1, tolerance=0.05) == 2
     # ... and a stream that ends above the target never settled, whatever happened before
     assert recovery_episode([1.0, 1.0, 1.0, 1.2], pre=1, window=1, tolerance=0.05) is None
+    # an explicit pre-shift level replaces the policy's own: 1.1 is within 5% of 1.2 x 1.05 but not of 1.0 x 1.05
+    assert recovery_episode([1.2, 1.2, 1.1, 1.1], pre=2, window=1, tolerance=0.05) == 0
+    assert recovery_episode([1.2, 1.2, 1.1, 1.1], pre=2, window=1, tolerance=0.05, pre_ratio=1.0) is None
+    assert recovery_episode([1.2, 1.2, 1.1, 1.04], pre=2, window=1, tolerance=0.05, pre_ratio=1.0) == 1
 
 
 def test_tiny_training_run_logs_a_curve_and_keeps_best(tmp_path):
