@@ -399,7 +399,8 @@ class OnlineConfig:
     """Rollout length between online updates (one env)."""
     gae_lambda: float = 0.95
     """GAE lambda of the online updates. With 1 the advantages are Monte-Carlo returns minus the value estimate,
-    so a value function fitted to the old workload only adds variance; below 1 it also biases them."""
+    so a value function fitted to the old workload only adds variance; below 1 it also biases them. 1 did worse on
+    validation seeds (benchmarks/notes/scheduling.md)."""
     fresh_episodes: int = 4
     """Fresh episodes per stream episode on which the frozen policy and the learner's greedy policy are compared
     (their ratios averaged): one 60-job episode's ratio varies by about 0.1, more than the recovery tolerance."""
