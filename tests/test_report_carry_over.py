@@ -47,6 +47,9 @@ def test_carried_over_skips_regenerated_dirs_and_marks_once():
     lines = carried_over(old, {"runs/a"})
     assert lines == ["### B: `runs/b`", "", CARRIED, "", "tb", ""]
     assert carried_over(old, {"runs/a", "runs/b"}) == []
+    # a marker in an older wording is replaced, not stacked
+    older = [("runs/b", ["### B: `runs/b`", "", "_Carried over from the previous report: gone._", "", "tb", ""])]
+    assert carried_over(older, set()) == ["### B: `runs/b`", "", CARRIED, "", "tb", ""]
 
 
 def test_regenerating_without_runs_keeps_sections_and_is_idempotent(tmp_path):

@@ -322,7 +322,9 @@ def _relative(path: Path, start: Path) -> str:
 
 
 AIGC_HEADING = "## 1. AaaS scheduling (D2SAC)"
-CARRIED = "_Carried over from the previous report: this run directory was not found when the report was regenerated._"
+CARRIED_PREFIX = "_Carried over from the previous report"
+CARRIED = (f"{CARRIED_PREFIX}: this run directory, or its summary.json (an unfinished run), was not found when the "
+           "report was regenerated._")
 
 
 def previous_subsections(report: Path) -> dict[str, list[tuple[str, list[str]]]]:
@@ -351,7 +353,7 @@ def carried_over(old: list[tuple[str, list[str]]], generated_dirs: set[str]) -> 
     for run_dir, block in old:
         if run_dir in generated_dirs:
             continue
-        body = [line for line in block[1:] if line != CARRIED]
+        body = [line for line in block[1:] if not line.startswith(CARRIED_PREFIX)]  # also an older wording
         while body and not body[0].strip():
             body.pop(0)
         while body and not body[-1].strip():
