@@ -237,3 +237,40 @@ def test_resample_future_redraws_only_the_jobs_still_to_arrive():
             assert all(e.task_finish_s[p] <= e.task_start_s[i] + 1e-9 for p in preds)
     with pytest.raises(RuntimeError, match="in progress"):
         a.resample_future(np.random.default_rng(0))
+
+
+def test_resample_future_from_an_empirical_model_draws_the_given_jobs_at_the_given_rate():
+    import copy
+
+    from edgegen.scheduling.heuristics import heuristic_policy
+
+    env = DLScheduleEnv(num_jobs=200, loads=(0.9,), mixes=("training_heavy",), hints=())
+    obs, info = env.reset(seed=4)
+    mct = heuristic_policy("mct")
+    while env._next_job < 5:
+        obs, *_ = env.step(mct(env, obs, None))
+    seen = env.arrived_jobs()
+    assert len(seen) == env._next_job
+    for j, (template, tasks) in enumerate(seen):  # job-local preds, observed sizes
+        ids = env.job_tasks[j]
+        assert template == env.job_template[j] and len(tasks) == len(ids)
+        for (ty, preds, c, d, m), i in zip(tasks, ids, strict=True):
+            assert ty == env.task_type[i] and (c, d, m) == (env.task_compute_tflop[i], env.task_data_mb[i],
+                                                           env.task_memory_gb[i])
+            assert tuple(p + ids[0] for p in preds) == tuple(env.task_preds[i])
+    # a pool of one training job (preprocess -> train -> evaluate) made up by hand, rate 0.5 jobs/s
+    job = (7, [(0, (), 1.0, 10.0, 2.0), (1, (0,), 50.0, 5.0, 8.0), (2, (1,), 2.0, 1.0, 2.0)])
+    e, j0 = copy.deepcopy(env), env._next_job
+    t0 = env.job_tasks[j0][0]
+    e.resample_future(np.random.default_rng(0), (0.5, [job]))
+    np.testing.assert_array_equal(e.job_arrival_s[:j0], env.job_arrival_s[:j0])
+    assert e.job_template[j0:] == [7] * (200 - j0) and e._n_tasks == t0 + 3 * (200 - j0)
+    for j in range(j0, 200):
+        a, b, c = e.job_tasks[j]
+        assert (e.task_preds[a], e.task_preds[b], e.task_preds[c]) == ((), (a,), (b,))
+        np.testing.assert_array_equal(e.task_compute_tflop[[a, b, c]], [1.0, 50.0, 2.0])
+    gaps = np.diff(e.job_arrival_s[j0 - 1:])[1:]
+    assert e.job_arrival_s[j0] > env.now_s and 1.5 < gaps.mean() < 2.5  # mean gap 1 / rate = 2 s (~190 draws)
+    for bad in ((0.0, [job]), (1.0, [])):
+        with pytest.raises(ValueError, match="empirical arrival model"):
+            copy.deepcopy(env).resample_future(np.random.default_rng(0), bad)

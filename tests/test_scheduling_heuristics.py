@@ -160,3 +160,33 @@ def test_sampled_rollout_picks_among_the_candidates_and_never_sees_the_future():
         obs, _, done, _, info = env.step(a)
     with pytest.raises(ValueError, match="deterministic"):
         H.sampled_rollout_policy(("mct", "random"))
+
+
+def test_sampled_rollout_with_an_empirical_model_keeps_the_base_action_until_it_has_one():
+    env = DLScheduleEnv(num_jobs=12, loads=(0.95,), hints=())
+    calls = []
+
+    def no_model(e):
+        calls.append(e.decisions)
+        return None
+
+    policy = H.sampled_rollout_policy(("mct", "min_min"), "min_min", futures=2, future_model=no_model)
+    assert run_episode(env, policy, seed=5) == run_episode(env, H.heuristic_policy("min_min"), seed=5)
+    assert calls  # asked at the contested decisions
+    # with a model built from the arrived jobs, it picks among the candidates (and differs from the base somewhere)
+    from edgegen.scheduling.ppo import empirical_arrival_model
+
+    def own_model(e):
+        jobs = e.arrived_jobs()
+        return empirical_arrival_model([(e.job_arrival_s[:len(jobs)], jobs)])
+
+    policy = H.sampled_rollout_policy(("mct", "min_min"), "min_min", futures=2, future_model=own_model)
+    obs, info = env.reset(seed=5)
+    done, moved = False, 0
+    while not done:
+        mask = info["action_mask"].astype(bool)
+        a = policy(env, obs, mask)
+        assert a in {H.heuristic_policy(h)(env, obs, mask) for h in ("mct", "min_min")}
+        moved += a != H.heuristic_policy("min_min")(env, obs, mask)
+        obs, _, done, _, info = env.step(a)
+    assert moved > 0

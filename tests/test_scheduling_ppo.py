@@ -125,8 +125,20 @@ def test_mixture_warm_start_splits_probability_where_teachers_disagree():
     assert np.mean([min(pa, pb) for pa, pb in split]) > 0.25  # a clone of mct alone gives < 0.01 here
 
 
+def test_empirical_arrival_model_by_hand():
+    from edgegen.scheduling.ppo import empirical_arrival_model
+
+    a, b = (7, [(0, (), 1.0, 2.0, 3.0)]), (2, [(1, (), 4.0, 5.0, 6.0)])
+    # gaps 2, 3 (first episode) and 1 (second): 3 gaps over 6 s -> 0.5 jobs/s; jobs pooled in order
+    assert empirical_arrival_model([(np.array([0.0, 2.0, 5.0]), [a, b, a]), (np.array([1.0, 2.0]), [b, b])]) == (
+        0.5, [a, b, a, b, b])
+    assert empirical_arrival_model([(np.array([3.0]), [a])]) is None  # one arrival: no gap, no rate
+    assert empirical_arrival_model([]) is None
+
+
 @pytest.mark.parametrize("bad", [{"hints": ("random",)}, {"specialist_warm_start": "mct+oracle"},
-                                 {"pre_mix": "nope"}])
+                                 {"pre_mix": "nope"}, {"update": "sgd"}, {"rollout_candidates": ("mct", "random")},
+                                 {"memory_episodes": 0}])
 def test_online_config_rejects_bad_values(bad):
     from edgegen.config import ConfigError
     from edgegen.scheduling.ppo import OnlineConfig
@@ -167,3 +179,33 @@ def test_specialist_trains_on_the_pre_shift_workload_with_mixture_labels(monkeyp
     cfg = seen["cfg"]
     assert cfg.warm_start == online.specialist_warm_start and cfg.warm_start_labels == "all"  # not the bench's
     assert cfg.total_env_steps == 123 and cfg.learning_rate == 1e-4
+
+
+def test_online_ppo_update_scores_its_stochastic_play_and_replays_fresh_episodes(tmp_path):
+    from edgegen.scheduling.ppo import OnlineConfig, make_model, online_adaptation
+
+    env_cfg = DLScheduleConfig(num_jobs=6, hints=("mct", "min_min"))
+    cfg = PPOConfig(n_envs=1, n_steps=16, batch_size=16, hidden_size=8)
+    make_model(cfg, env_cfg, 0).save(tmp_path / "m.zip")
+    oc = OnlineConfig(update="ppo", pre_episodes=1, post_episodes=2, fresh_episodes=2, recovery_window=1, n_steps=16)
+    out = online_adaptation(tmp_path / "m.zip", oc, env_cfg, 0, cfg)
+    assert out["update"] == "ppo"
+    for name in ("frozen", "online", "frozen_fresh", "online_greedy"):
+        assert len(out[name]["ratio"]) == 3
+    assert out["online_greedy"]["recovery_pre_ratio"] == pytest.approx(np.mean(out["frozen_fresh"]["ratio"][:1]))
+
+
+def test_online_rollout_update_plays_greedily_and_updates_after_each_episode(tmp_path):
+    from edgegen.scheduling.ppo import OnlineConfig, make_model, online_adaptation
+
+    env_cfg = DLScheduleConfig(num_jobs=6, hints=("mct", "min_min"))
+    cfg = PPOConfig(n_envs=1, n_steps=16, batch_size=16, hidden_size=8)
+    make_model(cfg, env_cfg, 0).save(tmp_path / "m.zip")
+    oc = OnlineConfig(update="rollout", pre_episodes=1, post_episodes=2, fresh_episodes=2, recovery_window=1,
+                      imitation_learning_rate=1e-2, rollout_futures=2)
+    out = online_adaptation(tmp_path / "m.zip", oc, env_cfg, 0, cfg)
+    assert out["update"] == "rollout"
+    assert len(out["online"]["avg_jct_s"]) == 3 and len(out["online_greedy"]["avg_jct_s"]) == 3
+    # the learner is deployed greedily and only learns after an episode: the first one is the frozen policy's
+    assert out["online"]["avg_jct_s"][0] == out["frozen"]["avg_jct_s"][0]
+    assert out["online"]["recovery_pre_ratio"] == out["frozen"]["recovery_pre_ratio"]

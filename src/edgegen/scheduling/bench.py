@@ -488,8 +488,9 @@ def plot_online(cfg: ScheduleBenchConfig, summary: dict) -> Path:
     oc = on["config"]
     w = oc["recovery_window"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    played = "greedy" if oc.get("update", "ppo") == "rollout" else "its stochastic actions"
     panels = ((axes[0], "stream episodes, as scheduled", (("frozen", "C3", "frozen (greedy)"),
-                                                          ("online", "C0", "online learner (its stochastic actions)"))),
+                                                          ("online", "C0", f"online learner ({played})"))),
               (axes[1], "fresh episodes (never trained on)", (("frozen_fresh", "C3", "frozen (greedy)"),
                                                               ("online_greedy", "C2", "online learner, greedy after "
                                                                "each update"))))
@@ -515,6 +516,19 @@ def plot_online(cfg: ScheduleBenchConfig, summary: dict) -> Path:
 
 
 # --------------------------------------------------------------------------- text
+
+def _online_update_text(oc: dict) -> str:
+    """How the online copy learned (OnlineConfig.update; runs before the field existed used PPO)."""
+    if oc.get("update", "ppo") == "rollout":
+        return (f"The learner schedules greedily; after every stream episode a sampled rollout over "
+                f"{list(oc['rollout_candidates'])} (base `{oc['rollout_base']}`, {oc['rollout_futures']} futures drawn "
+                f"from the jobs and arrival rate of the last {oc['memory_episodes']} stream episodes and the current "
+                "one's arrivals so far, not from the mix or load) labels each decision it made, and it takes "
+                f"{oc['imitation_epochs']} epochs of cross-entropy on the labelled decisions of the last "
+                f"{oc['memory_episodes']} episodes (learning rate {oc['imitation_learning_rate']:g}).")
+    return (f"The learner runs PPO updates every {oc['n_steps']} decisions of its own stochastic play (learning rate "
+            f"{oc['learning_rate']:g}, GAE λ {oc.get('gae_lambda', 0.95):g}).")
+
 
 def format_table(summary: dict) -> str:
     lines = []
@@ -624,9 +638,10 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                   f"{on['yardstick_heuristics']} on the same episode; recovered = the post-shift episode from which "
                   f"on the {oc['recovery_window']}-episode rolling ratio stays within "
                   f"{100 * oc['recovery_tolerance']:.0f}% of the frozen specialist's pre-shift ratio on the same "
-                  "episodes (one bar for both policies) to the end of the stream. `online` = "
-                  "the episodes as the learner scheduled them (stochastic actions) and `frozen` = the specialist, "
-                  "greedy, no updates, on the same stream episodes; "
+                  "episodes (one bar for both policies) to the end of the stream. " + _online_update_text(oc)
+                  + " `online` = the episodes as the learner scheduled them "
+                  + ("(greedy)" if oc.get("update", "ppo") == "rollout" else "(stochastic actions)")
+                  + " and `frozen` = the specialist, greedy, no updates, on the same stream episodes; "
                   + ("`online_greedy` = the learner's greedy policy right after the update stream episode i fed, "
                      f"played on {oc.get('fresh_episodes', 1)} fresh episode(s) i (same mix and load, other seeds, "
                      "never trained on; ratio averaged over them) and `frozen_fresh` = the frozen policy on the same "

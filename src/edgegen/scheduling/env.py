@@ -377,21 +377,49 @@ class DLScheduleEnv(gym.Env):
         self.job_work_left_s = kept("job_work_left_s", work, j0)
         self.job_finish_s = kept("job_finish_s", np.full(nj, np.nan), j0)
 
-    def resample_future(self, rng: np.random.Generator) -> None:
-        """Redraw the jobs that have not arrived yet from the episode's own arrival model (its load and mix):
-        Poisson arrivals from now on (memoryless), fresh templates and task sizes. Already-arrived jobs, running
-        and ready tasks are unchanged. For planning by rollouts without seeing the real future (Monte-Carlo
-        futures); the ``reward_baseline`` reference, computed on the old future, is dropped."""
+    def arrived_jobs(self) -> list[tuple[int, list[tuple]]]:
+        """The jobs that have arrived so far, in arrival order: (template index, tasks as (type index, preds (job-local
+        ids), compute_tflop, data_mb, memory_gb)); the sizes are the observed ones. For an empirical arrival model
+        (:meth:`resample_future`'s `model`)."""
+        out = []
+        for j in range(self._next_job):
+            t0 = self.job_tasks[j][0]
+            out.append((int(self.job_template[j]), [(int(self.task_type[i]), tuple(p - t0 for p in self.task_preds[i]),
+                                                     float(self.task_compute_tflop[i]), float(self.task_data_mb[i]),
+                                                     float(self.task_memory_gb[i])) for i in self.job_tasks[j]]))
+        return out
+
+    def resample_future(self, rng: np.random.Generator, model: tuple[float, list] | None = None) -> None:
+        """Redraw the jobs that have not arrived yet: Poisson arrivals from now on (memoryless) with fresh jobs.
+        By default from the episode's own arrival model (its load and mix: fresh templates and task sizes); with
+        `model` = (arrival rate per s, jobs in :meth:`arrived_jobs`'s format), an empirical model instead: that
+        rate, and jobs drawn with replacement from those jobs. Already-arrived jobs, running and ready tasks are
+        unchanged. For planning by rollouts without seeing the real future (Monte-Carlo futures); the
+        ``reward_baseline`` reference, computed on the old future, is dropped."""
         if self._done:
             raise RuntimeError("resample_future() needs an episode in progress")
         cfg, j0 = self.config, self._next_job
         if j0 == cfg.num_jobs:
             return
         t0 = self.job_tasks[j0][0]
-        rate = self.load * fluid_capacity_jobs_per_s(cfg.agents, self.mix, cfg.dag)
+        if model is None:
+            rate = self.load * fluid_capacity_jobs_per_s(cfg.agents, self.mix, cfg.dag)
+        else:
+            rate, pool = model
+            if not (rate > 0 and pool):
+                raise ValueError(f"an empirical arrival model needs a positive rate and jobs, got {rate} and "
+                                 f"{len(pool)} jobs")
         self.job_arrival_s = self.job_arrival_s.copy()
         self.job_arrival_s[j0:] = self.now_s + np.cumsum(rng.exponential(1.0 / rate, cfg.num_jobs - j0))
-        templates, new = sample_jobs(rng, cfg.num_jobs - j0, self.mix, cfg.dag)
+        if model is None:
+            templates, new = sample_jobs(rng, cfg.num_jobs - j0, self.mix, cfg.dag)
+        else:
+            templates, new = [], []
+            for j, k in enumerate(rng.integers(len(pool), size=cfg.num_jobs - j0)):
+                template, tasks = pool[k]
+                base = len(new)
+                templates.append(template)
+                new += [(j, ty, tuple(base + p for p in preds), *size) for ty, preds, *size in tasks]
         self.job_template = self.job_template[:j0] + templates
         old = [(int(self.task_job[i]), int(self.task_type[i]), self.task_preds[i], float(self.task_compute_tflop[i]),
                 float(self.task_data_mb[i]), float(self.task_memory_gb[i])) for i in range(t0)]

@@ -280,12 +280,14 @@ def rollout_oracle_policy(base: str = "mct"):
 
 
 def sampled_rollout_policy(candidates: tuple[str, ...] = ("mct", "min_min", "tied_spt"), base: str = "tied_spt",
-                           futures: int = 4, seed: int = 0):
+                           futures: int = 4, seed: int = 0, future_model=None):
     """Online one-step rollout over the candidate rules' current decisions, with Monte-Carlo futures: where the
     candidates disagree, each distinct action is tried on `futures` copies of the env whose not-yet-arrived jobs
     are redrawn from the episode's arrival model (:meth:`DLScheduleEnv.resample_future`; the same draws for every
     action, i.e. common random numbers), each finished with `base`; the lowest mean total JCT wins (ties: `base`'s
-    action). Unlike `rollout_oracle_policy` it never sees the real future, only the load and mix. Cost: up to
+    action). Unlike `rollout_oracle_policy` it never sees the real future, only the load and mix; with
+    `future_model` (a function env -> resample_future's empirical `model`, or None while there is nothing to build
+    one from, then `base`'s action is kept) not even those. Cost: up to
     len(candidates) x futures `base` episodes per contested decision."""
     for name in (*candidates, base):
         if name not in HINTABLE:
@@ -299,13 +301,16 @@ def sampled_rollout_policy(candidates: tuple[str, ...] = ("mct", "min_min", "tie
         actions = list(dict.fromkeys([own] + [r(env, obs, mask) for r in rules]))
         if len(actions) == 1:
             return own
+        model = None if future_model is None else future_model(env)
+        if future_model is not None and model is None:  # nothing observed to sample futures from yet
+            return own
         draws = rng.integers(1 << 62, size=futures)
         totals = []
         for a in actions:
             total = 0.0
             for d in draws:
                 sim = plain_copy(env)
-                sim.resample_future(np.random.default_rng(int(d)))
+                sim.resample_future(np.random.default_rng(int(d)), model)
                 total += finish_with(sim, a, base_act)
             totals.append(total)
         return actions[int(np.argmin(totals))]  # first minimum: base's own action on ties

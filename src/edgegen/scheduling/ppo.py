@@ -8,16 +8,18 @@ the max-pooled pair embeddings and the global features. Invalid pairs are remove
 value function is a plain MLP on the flat observation.
 
 Online adaptation (:func:`online_adaptation`): a policy trained on one workload schedules a stream of episodes
-whose workload shifts part-way; the ``online`` copy keeps running PPO updates on the episodes it schedules (its
-scheduling decisions are its stochastic rollout actions, so it pays for its own exploration), the ``frozen`` copy
-acts greedily without updates. Both see the same episode sequence. To separate adaptation from exploration cost
-without scoring a policy on the episode it just trained on, every stream position i also has a FRESH episode (same
-mix and load, another seed, never trained on): ``online_greedy`` is the online copy's greedy policy right after
-the update that stream episode i fed, played on fresh episode i; ``frozen_fresh`` is the frozen policy on the same
-fresh episodes. Each row's per-episode ratio is its avg JCT over the best of the yardstick heuristics on the same
-episode. The bench deploys a *specialist* (:func:`train_specialist`: trained on the pre-shift workload alone), the
-situation online learning is for; a policy trained on a mixture that already covers the post-shift workload has
-little to recover from.
+whose workload shifts part-way; the ``online`` copy keeps learning from the episodes it schedules, the ``frozen``
+copy acts greedily without updates. The online copy learns in one of two ways (``OnlineConfig.update``): PPO
+updates on its own stochastic play (it pays for its exploration), or approximate policy iteration: it schedules
+greedily, a sampled rollout whose futures come from the recently observed jobs labels each of its decisions, and
+after the episode it imitates those labels. Both see the same episode sequence. To separate adaptation from
+exploration cost without scoring a policy on the episode it just trained on, every stream position i also has
+FRESH episodes (same mix and load, other seeds, never trained on): ``online_greedy`` is the online copy's greedy
+policy right after the update that stream episode i fed, played on fresh episodes i; ``frozen_fresh`` is the
+frozen policy on the same fresh episodes. Each row's per-episode ratio is its avg JCT over the best of the
+yardstick heuristics on the same episode. The bench deploys a *specialist* (:func:`train_specialist`: trained on
+the pre-shift workload alone), the situation online learning is for; a policy trained on a mixture that already
+covers the post-shift workload has little to recover from.
 """
 
 from __future__ import annotations
@@ -393,14 +395,34 @@ class OnlineConfig:
     """PPO env steps of the specialist on (pre_mix, pre_load), after the behaviour-cloning warm start
     `specialist_warm_start` (the bench's PPOConfig otherwise); the kept checkpoint is the best on pre-shift curve
     episodes."""
+    update: str = "ppo"
+    """How the online copy learns. "ppo": PPO updates on the episodes it schedules with its stochastic actions.
+    "rollout": it schedules greedily, and after every stream episode every decision it made is labelled by a sampled
+    rollout over `rollout_candidates` (heuristics.sampled_rollout_policy, base `rollout_base`) whose futures come
+    from an empirical model of the recent stream (the jobs and arrival rate of the last `memory_episodes` episodes
+    and the current one; no knowledge of the mix or load); it then runs `imitation_epochs` of cross-entropy on the
+    labelled decisions of the last `memory_episodes` episodes (approximate policy iteration, as in the warm start)."""
     learning_rate: float = 1e-4
-    """Adam learning rate of the online updates."""
+    """update "ppo": Adam learning rate of the PPO updates."""
+    rollout_candidates: tuple[str, ...] = ("mct", "min_min", "tied_srpt")
+    """update "rollout": the rules whose decisions the labelling rollout compares."""
+    rollout_base: str = "tied_srpt"
+    """update "rollout": the rule that finishes each rollout."""
+    rollout_futures: int = 4
+    """update "rollout": sampled futures per compared decision."""
+    memory_episodes: int = 2
+    """update "rollout": stream episodes whose labelled decisions are trained on and whose jobs form the empirical
+    arrival model."""
+    imitation_epochs: int = 4
+    """update "rollout": passes over the labelled decisions after each stream episode."""
+    imitation_learning_rate: float = 1e-3
+    """update "rollout": Adam learning rate of the imitation steps (the warm start's initial rate)."""
     n_steps: int = 256
-    """Rollout length between online updates (one env)."""
+    """update "ppo": rollout length between PPO updates (one env)."""
     gae_lambda: float = 0.95
-    """GAE lambda of the online updates. With 1 the advantages are Monte-Carlo returns minus the value estimate,
-    so a value function fitted to the old workload only adds variance; below 1 it also biases them. 1 did worse on
-    validation seeds (benchmarks/notes/scheduling.md)."""
+    """update "ppo": GAE lambda of the PPO updates. With 1 the advantages are Monte-Carlo returns minus the value
+    estimate, so a value function fitted to the old workload only adds variance; below 1 it also biases them. 1 did
+    worse on validation seeds (benchmarks/notes/scheduling.md)."""
     fresh_episodes: int = 4
     """Fresh episodes per stream episode on which the frozen policy and the learner's greedy policy are compared
     (their ratios averaged): one 60-job episode's ratio varies by about 0.1, more than the recovery tolerance."""
@@ -425,6 +447,13 @@ class OnlineConfig:
         check_range("pre_episodes", self.pre_episodes, 1, 100_000)
         check_range("post_episodes", self.post_episodes, 1, 100_000)
         check_range("learning_rate", self.learning_rate, 1e-8, 1.0)
+        check_choice("update", self.update, ("ppo", "rollout"))
+        check_rollout_rules("rollout_candidates", self.rollout_candidates)
+        check_rollout_rules("rollout_base", (self.rollout_base,))
+        check_range("rollout_futures", self.rollout_futures, 1, 1000)
+        check_range("memory_episodes", self.memory_episodes, 1, 1000)
+        check_range("imitation_epochs", self.imitation_epochs, 1, 1000)
+        check_range("imitation_learning_rate", self.imitation_learning_rate, 1e-8, 1.0)
         check_range("n_steps", self.n_steps, 2, 1 << 20)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_range("fresh_episodes", self.fresh_episodes, 1, 1000)
@@ -471,7 +500,6 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
     each played on the same episode) and recovery episodes.
     """
     from sb3_contrib import MaskablePPO
-    from stable_baselines3.common.vec_env import DummyVecEnv
 
     from edgegen.scheduling.heuristics import heuristic_policy
 
@@ -499,28 +527,12 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
     frozen_jct = [run_episode(env, act, s, o)["avg_jct_s"] for s, o in stream]
     frozen_fresh = [play_fresh(act, i) for i in range(n)]
 
-    played: list[float] = []
-    venv = DummyVecEnv([_stream_env(env_cfg, stream, played)])
-    online = MaskablePPO.load(model_path, env=venv, device="cpu", seed=seed,
-                              custom_objects={"learning_rate": cfg.learning_rate, "n_steps": cfg.n_steps,
-                                              "gae_lambda": cfg.gae_lambda, "lr_schedule": lambda _: cfg.learning_rate})
-    online.n_steps, online.gae_lambda = cfg.n_steps, cfg.gae_lambda
-    online._setup_model()  # rebuild the rollout buffer for the new n_steps / n_envs (keeps the loaded weights)
-    online.set_parameters(model_path, exact_match=True, device="cpu")
-    for g in online.policy.optimizer.param_groups:
-        g["lr"] = cfg.learning_rate
-    replay: list[list[float]] = []  # fresh episodes i played by the greedy policy right after update episode i fed
     t0 = time.perf_counter()
-    while len(played) < n:
-        before = len(played)
-        online.learn(total_timesteps=cfg.n_steps, reset_num_timesteps=False)
-        act_now = greedy_policy(online)
-        for i in range(before, min(len(played), n)):
-            replay.append(play_fresh(act_now, i))
+    online = _online_ppo if cfg.update == "ppo" else _online_rollout
+    online_jct, replay = online(model_path, cfg, env_cfg, seed, ppo, stream, play_fresh)
     wall = time.perf_counter() - t0
-    online_jct = played[:n]
     out = {"yardstick_avg_jct_s": yard, "yardstick_fresh_avg_jct_s": yard_fresh, "yardstick_heuristics": names,
-           "shift_episode": cfg.pre_episodes, "online_wall_s": wall}
+           "shift_episode": cfg.pre_episodes, "online_wall_s": wall, "update": cfg.update}
     single = [[x] for x in yard]  # the stream: one episode per point
     for name, jct, ref in (("frozen", [[x] for x in frozen_jct], single), ("online", [[x] for x in online_jct], single),
                            ("frozen_fresh", frozen_fresh, yard_fresh), ("online_greedy", replay, yard_fresh)):
@@ -534,3 +546,94 @@ def online_adaptation(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, 
                                                           cfg.recovery_tolerance, pre_ratio),
                      "post_ratio_last": float(np.mean(ratio[-max(cfg.recovery_window, cfg.post_episodes // 3):]))}
     return out
+
+
+def _online_ppo(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, seed: int, ppo: PPOConfig, stream,
+                play_fresh) -> tuple[list[float], list[list[float]]]:
+    """update "ppo": the learner schedules the stream with its stochastic actions and runs a PPO update every
+    `cfg.n_steps` decisions. Returns (avg JCT per stream episode, fresh-episode JCTs of its greedy policy right
+    after the update each stream episode fed)."""
+    from sb3_contrib import MaskablePPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    n = len(stream)
+    played: list[float] = []
+    venv = DummyVecEnv([_stream_env(env_cfg, stream, played)])
+    online = MaskablePPO.load(model_path, env=venv, device="cpu", seed=seed,
+                              custom_objects={"learning_rate": cfg.learning_rate, "n_steps": cfg.n_steps,
+                                              "gae_lambda": cfg.gae_lambda, "lr_schedule": lambda _: cfg.learning_rate})
+    online.n_steps, online.gae_lambda = cfg.n_steps, cfg.gae_lambda
+    online._setup_model()  # rebuild the rollout buffer for the new n_steps / n_envs (keeps the loaded weights)
+    online.set_parameters(model_path, exact_match=True, device="cpu")
+    for g in online.policy.optimizer.param_groups:
+        g["lr"] = cfg.learning_rate
+    replay: list[list[float]] = []  # fresh episodes i played by the greedy policy right after update episode i fed
+    while len(played) < n:
+        before = len(played)
+        online.learn(total_timesteps=cfg.n_steps, reset_num_timesteps=False)
+        act_now = greedy_policy(online)
+        for i in range(before, min(len(played), n)):
+            replay.append(play_fresh(act_now, i))
+    return played[:n], replay
+
+
+def empirical_arrival_model(episodes: list[tuple[np.ndarray, list]]) -> tuple[float, list] | None:
+    """resample_future's empirical `model` from observed episodes [(arrival times (s) of their arrived jobs, the jobs
+    in DLScheduleEnv.arrived_jobs's format)]: the rate is the number of inter-arrival gaps over their total length
+    (the maximum-likelihood rate of a Poisson process), the jobs are pooled. None before any gap was observed."""
+    gaps = [np.diff(np.asarray(arrivals_s, dtype=float)) for arrivals_s, _ in episodes]
+    count, total_s = sum(len(g) for g in gaps), float(sum(g.sum() for g in gaps))
+    if count == 0 or total_s <= 0:
+        return None
+    return count / total_s, [job for _, jobs in episodes for job in jobs]
+
+
+def _online_rollout(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, seed: int, ppo: PPOConfig, stream,
+                    play_fresh) -> tuple[list[float], list[list[float]]]:
+    """update "rollout" (see OnlineConfig.update): the learner schedules each stream episode greedily while a
+    sampled rollout labels its decisions, then imitates the labels of the last `memory_episodes` episodes."""
+    from collections import deque
+
+    from sb3_contrib import MaskablePPO
+
+    from edgegen.scheduling.heuristics import sampled_rollout_policy
+
+    learner = MaskablePPO.load(model_path, device="cpu")
+    policy, act = learner.policy, greedy_policy(learner)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.imitation_learning_rate)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "online_batches"))
+    history: deque = deque(maxlen=cfg.memory_episodes)  # (arrival times, jobs) of the last finished stream episodes
+
+    def future_model(env: DLScheduleEnv):
+        jobs = env.arrived_jobs()
+        return empirical_arrival_model([*history, (env.job_arrival_s[:len(jobs)], jobs)])
+
+    label = sampled_rollout_policy(cfg.rollout_candidates, cfg.rollout_base, cfg.rollout_futures,
+                                   derive_seed(seed, "online_rollout"), future_model=future_model)
+    env, memory = DLScheduleEnv(env_cfg), deque(maxlen=cfg.memory_episodes)
+    played, replay = [], []
+    for i, (episode_seed, options) in enumerate(stream):
+        obs, info = env.reset(seed=episode_seed, options=options)
+        decisions, done = [], False
+        while not done:
+            mask = info["action_mask"].astype(bool)
+            decisions.append((obs, mask, label(env, obs, mask)))
+            obs, _, terminated, truncated, info = env.step(act(env, obs, mask))
+            done = terminated or truncated
+        played.append(env.episode_metrics()["avg_jct_s"])
+        history.append((env.job_arrival_s.copy(), env.arrived_jobs()))
+        memory.append(decisions)
+        data = [d for episode in memory for d in episode]
+        obs_t = torch.as_tensor(np.array([d[0] for d in data]))
+        masks, acts = np.array([d[1] for d in data]), torch.as_tensor([d[2] for d in data])
+        for _ in range(cfg.imitation_epochs):
+            perm = torch.randperm(len(data), generator=gen)
+            for start in range(0, len(data), ppo.batch_size):
+                idx = perm[start:start + ppo.batch_size]
+                loss = -policy.get_distribution(obs_t[idx], action_masks=masks[idx.numpy()]).log_prob(acts[idx]).mean()
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(policy.parameters(), 0.5)
+                opt.step()
+        replay.append(play_fresh(act, i))
+    return played, replay
