@@ -395,7 +395,7 @@ class OnlineConfig:
     """PPO env steps of the specialist on (pre_mix, pre_load), after the behaviour-cloning warm start
     `specialist_warm_start` (the bench's PPOConfig otherwise); the kept checkpoint is the best on pre-shift curve
     episodes."""
-    update: str = "ppo"
+    update: str = "rollout"
     """How the online copy learns. "ppo": PPO updates on the episodes it schedules with its stochastic actions.
     "rollout": it schedules greedily, and after every stream episode every decision it made is labelled by a sampled
     rollout over `rollout_candidates` (heuristics.sampled_rollout_policy, base `rollout_base`) whose futures come
@@ -410,13 +410,13 @@ class OnlineConfig:
     """update "rollout": the rule that finishes each rollout."""
     rollout_futures: int = 4
     """update "rollout": sampled futures per compared decision."""
-    memory_episodes: int = 2
+    memory_episodes: int = 4
     """update "rollout": stream episodes whose labelled decisions are trained on and whose jobs form the empirical
     arrival model."""
     imitation_epochs: int = 4
     """update "rollout": passes over the labelled decisions after each stream episode."""
-    imitation_learning_rate: float = 1e-3
-    """update "rollout": Adam learning rate of the imitation steps (the warm start's initial rate)."""
+    imitation_learning_rate: float = 3e-4
+    """update "rollout": Adam learning rate of the imitation steps."""
     n_steps: int = 256
     """update "ppo": rollout length between PPO updates (one env)."""
     gae_lambda: float = 0.95
