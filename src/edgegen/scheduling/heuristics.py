@@ -285,10 +285,10 @@ def sampled_rollout_policy(candidates: tuple[str, ...] = ("mct", "min_min", "tie
     candidates disagree, each distinct action is tried on `futures` copies of the env whose not-yet-arrived jobs
     are redrawn from the episode's arrival model (:meth:`DLScheduleEnv.resample_future`; the same draws for every
     action, i.e. common random numbers), each finished with `base`; the lowest mean total JCT wins (ties: `base`'s
-    action). Unlike `rollout_oracle_policy` it never sees the real future, only the load and mix; with
-    `future_model` (a function env -> resample_future's empirical `model`, or None while there is nothing to build
-    one from, then `base`'s action is kept) not even those. Cost: up to
-    len(candidates) x futures `base` episodes per contested decision."""
+    action, which is always among the tried ones). Unlike `rollout_oracle_policy` it never sees the real future,
+    only the load and mix; with `future_model` (a function env -> resample_future's empirical `model`, or None while
+    there is nothing to build one from, then `base`'s action is kept) not even those. Cost: up to
+    (len(candidates) + 1) x futures `base` episodes per contested decision."""
     for name in (*candidates, base):
         if name not in HINTABLE:
             raise ValueError(f"sampled rollout rules must be deterministic, memoryless rules {HINTABLE}, got {name!r}")
