@@ -602,15 +602,16 @@ def _online_rollout(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, se
     policy, act = learner.policy, greedy_policy(learner)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.imitation_learning_rate)
     gen = torch.Generator().manual_seed(derive_seed(seed, "online_batches"))
-    history: deque = deque(maxlen=cfg.memory_episodes)  # (arrival times, jobs) of the last finished stream episodes
+    # (arrival times, jobs, labelled decisions) of the last finished stream episodes
+    recent: deque = deque(maxlen=cfg.memory_episodes)
 
     def future_model(env: DLScheduleEnv):
         jobs = env.arrived_jobs()
-        return empirical_arrival_model([*history, (env.job_arrival_s[:len(jobs)], jobs)])
+        return empirical_arrival_model([(a, j) for a, j, _ in recent] + [(env.job_arrival_s[:len(jobs)], jobs)])
 
     label = sampled_rollout_policy(cfg.rollout_candidates, cfg.rollout_base, cfg.rollout_futures,
                                    derive_seed(seed, "online_rollout"), future_model=future_model)
-    env, memory = DLScheduleEnv(env_cfg), deque(maxlen=cfg.memory_episodes)
+    env = DLScheduleEnv(env_cfg)
     played, replay = [], []
     for i, (episode_seed, options) in enumerate(stream):
         obs, info = env.reset(seed=episode_seed, options=options)
@@ -621,9 +622,8 @@ def _online_rollout(model_path, cfg: OnlineConfig, env_cfg: DLScheduleConfig, se
             obs, _, terminated, truncated, info = env.step(act(env, obs, mask))
             done = terminated or truncated
         played.append(env.episode_metrics()["avg_jct_s"])
-        history.append((env.job_arrival_s.copy(), env.arrived_jobs()))
-        memory.append(decisions)
-        data = [d for episode in memory for d in episode]
+        recent.append((env.job_arrival_s.copy(), env.arrived_jobs(), decisions))
+        data = [d for *_, episode in recent for d in episode]
         obs_t = torch.as_tensor(np.array([d[0] for d in data]))
         masks, acts = np.array([d[1] for d in data]), torch.as_tensor([d[2] for d in data])
         for _ in range(cfg.imitation_epochs):
