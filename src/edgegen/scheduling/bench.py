@@ -488,7 +488,7 @@ def plot_online(cfg: ScheduleBenchConfig, summary: dict) -> Path:
     oc = on["config"]
     w = oc["recovery_window"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    played = "greedy" if oc.get("update", "ppo") == "rollout" else "its stochastic actions"
+    played = "greedy" if _rollout_update(oc) else "its stochastic actions"
     panels = ((axes[0], "stream episodes, as scheduled", (("frozen", "C3", "frozen (greedy)"),
                                                           ("online", "C0", f"online learner ({played})"))),
               (axes[1], "fresh episodes (never trained on)", (("frozen_fresh", "C3", "frozen (greedy)"),
@@ -517,9 +517,15 @@ def plot_online(cfg: ScheduleBenchConfig, summary: dict) -> Path:
 
 # --------------------------------------------------------------------------- text
 
+def _rollout_update(oc: dict) -> bool:
+    """Whether the online copy learned from rollout labels (OnlineConfig.update; runs before the field existed used
+    PPO)."""
+    return oc.get("update", "ppo") == "rollout"
+
+
 def _online_update_text(oc: dict) -> str:
-    """How the online copy learned (OnlineConfig.update; runs before the field existed used PPO)."""
-    if oc.get("update", "ppo") == "rollout":
+    """How the online copy learned."""
+    if _rollout_update(oc):
         return (f"The learner schedules greedily; after every stream episode a sampled rollout over "
                 f"{list(oc['rollout_candidates'])} (base `{oc['rollout_base']}`, {oc['rollout_futures']} futures drawn "
                 f"from the jobs and arrival rate of the last {oc['memory_episodes']} stream episodes and the current "
@@ -640,7 +646,7 @@ def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -
                   f"{100 * oc['recovery_tolerance']:.0f}% of the frozen specialist's pre-shift ratio on the same "
                   "episodes (one bar for both policies) to the end of the stream. " + _online_update_text(oc)
                   + " `online` = the episodes as the learner scheduled them "
-                  + ("(greedy)" if oc.get("update", "ppo") == "rollout" else "(stochastic actions)")
+                  + ("(greedy)" if _rollout_update(oc) else "(stochastic actions)")
                   + " and `frozen` = the specialist, greedy, no updates, on the same stream episodes; "
                   + ("`online_greedy` = the learner's greedy policy right after the update stream episode i fed, "
                      f"played on {oc.get('fresh_episodes', 1)} fresh episode(s) i (same mix and load, other seeds, "
