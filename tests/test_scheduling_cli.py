@@ -81,6 +81,30 @@ def test_bench_tiny_budget_and_report(tmp_path):
     # finished jobs are skipped on a re-run
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads((out / "summary.json").read_text())["results"] == s["results"]
+    # ... but not when a setting they depend on changed
+    changed = subprocess.run([*cmd, "--ppo.hidden-size", "16"], capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2
+    assert "masked_ppo/seed_0 finished with other settings (ppo.hidden_size differ)" in changed.stderr
+
+
+def test_changed_fields_of_a_finished_job():
+    from edgegen.scheduling.bench import changed_fields
+
+    stored = {"load": [0.5], "test_mix": "balanced", "test_episodes": 2, "num_jobs": 6, "dag": True, "window": 4,
+              "policies": ["fifo", "mct", "masked_ppo"], "ppo": {"hidden_size": 8, "gamma": 0.99},
+              "online_cfg": {"pre_mix": "training_heavy"}}
+    same = {**stored, "seeds": 5, "workers": 2, "out": "elsewhere"}  # fields no result depends on
+    assert changed_fields(stored, same, "masked_ppo") == []
+    assert changed_fields(stored, {**stored, "ppo": {"hidden_size": 16, "gamma": 0.99}}, "masked_ppo") == [
+        "ppo.hidden_size"]
+    assert changed_fields(stored, {**stored, "ppo": {"hidden_size": 16, "gamma": 0.99}}, "heuristics") == []
+    assert changed_fields(stored, {**stored, "ppo": {**stored["ppo"], "new": 1}}, "masked_ppo") == ["ppo.new"]
+    assert changed_fields(stored, {**stored, "online_cfg": {"pre_mix": "data_heavy"}}, "online") == [
+        "online_cfg.pre_mix"]
+    # the heuristics job ran fifo and mct: a subset is fine, a rule it did not run is not
+    assert changed_fields(stored, {**stored, "policies": ["mct"]}, "heuristics") == []
+    assert changed_fields(stored, {**stored, "policies": ["mct", "heft"]}, "heuristics") == ["policies"]
+    assert changed_fields(stored, {**stored, "load": [0.5, 0.8]}, "heuristics") == ["load"]
 
 
 def test_train_command_tiny(tmp_path, capsys):

@@ -70,7 +70,8 @@ class ScheduleBenchConfig:
     """DL-task scheduling bench: every policy on held-out workloads at several loads."""
 
     out: Path = Path("runs/schedule-bench")
-    """Bench directory (OUT/<job>/seed_<s> per job; finished jobs are skipped on a re-run)."""
+    """Bench directory (OUT/<job>/seed_<s> per job; finished jobs are skipped on a re-run, which is refused if a
+    setting their results depend on changed: see JOB_FIELDS)."""
     load: tuple[float, ...] = (0.5, 0.8, 0.95)
     """Test loads (fraction of the pool's fluid capacity)."""
     seeds: int = 3
@@ -270,6 +271,53 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     raise ValueError(f"unknown job {job!r}")
 
 
+_TEST_FIELDS = ("load", "test_mix", "test_episodes", "num_jobs", "dag", "window")
+_TRAIN_FIELDS = (*_TEST_FIELDS, "train_mixes", "train_loads", "hints", "reward_baseline", "ppo")
+JOB_FIELDS = {"heuristics": _TEST_FIELDS, "masked_ppo": _TRAIN_FIELDS,
+              "rllib_ppo": (*_TRAIN_FIELDS, "rllib_env_steps", "rllib_train_batch_size", "rllib_network"),
+              ORACLE: _TEST_FIELDS, SAMPLED: (*_TEST_FIELDS, "hints", "ppo"),
+              "online": ("num_jobs", "dag", "window", "ppo", "online_cfg")}  # its own mixes, loads and hints
+"""The ScheduleBenchConfig fields a finished job's results depend on (and, for the heuristics job, which rules it
+ran: see changed_fields)."""
+
+
+def changed_fields(stored: dict, current: dict, job: str) -> list[str]:
+    """Dotted names of the fields in JOB_FIELDS[job] whose value in the `stored` bench config (a finished job's
+    config.json) differs from the `current` one (both as JSON); a field missing from the stored config counts as
+    changed. The heuristics job has changed `policies` if the current run asks for a rule it did not run."""
+    def flat(value, name: str) -> dict:
+        if isinstance(value, dict):
+            return {k: v for key, sub in value.items() for k, v in flat(sub, f"{name}.{key}").items()}
+        return {name: value}
+
+    def relevant(cfg: dict) -> dict:
+        return {k: v for name in JOB_FIELDS[job] for k, v in flat(cfg.get(name), name).items()}
+
+    old, new = relevant(stored), relevant(current)
+    changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+    rules = [p for p in current["policies"] if p in HEURISTICS or p in REFERENCE_RULES]
+    if job == "heuristics" and not set(rules) <= set(stored.get("policies", [])):
+        changed.add("policies")
+    return sorted(changed)
+
+
+def check_finished_jobs(cfg: ScheduleBenchConfig, jobs: list[str], seeds: list[int]) -> None:
+    """A finished (job, seed) is skipped on a re-run: refuse when its stored config differs from this run's in a
+    field its results depend on, so that no table mixes settings."""
+    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    for job in jobs:
+        for seed in seeds:
+            path = cfg.out / job / f"seed_{seed}"
+            if not (path / "summary.json").exists():
+                continue
+            stored = json.loads((path / "config.json").read_text())["bench"]
+            changed = changed_fields(stored, current, job)
+            if changed:
+                raise ConfigError(f"{path} finished with other settings ({', '.join(changed[:6])}"
+                                  f"{', ...' if len(changed) > 6 else ''} differ); re-running would mix them in one "
+                                  "table. Use another --out, or move that directory aside to re-run it.")
+
+
 def jobs_of(cfg: ScheduleBenchConfig) -> list[str]:
     jobs = [j for j in ("masked_ppo", "rllib_ppo", *ROLLOUTS) if j in cfg.policies]
     online = ["online"] if cfg.online and "masked_ppo" in cfg.policies else []
@@ -288,6 +336,7 @@ def run_bench(cfg: ScheduleBenchConfig) -> dict:
         from edgegen.scheduling.rllib import require_rllib
 
         require_rllib(cfg.rllib_network)
+    check_finished_jobs(cfg, jobs_of(cfg), seeds)
     jobs = [(cfg, j, s, command) for j in jobs_of(cfg) for s in seeds]
     done = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                     describe=lambda job, r: f"{job[1]} seed {job[2]} done")
