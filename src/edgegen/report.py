@@ -408,31 +408,36 @@ def write_report(args: ReportArgs) -> Path:
 
 
 README_BEGIN, README_END = "<!-- results:begin (edgegen report) -->", "<!-- results:end -->"
+README_LORA = "Heterogeneous-rank federated LoRA, from"
 
 
 def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path,
                   fedtune: list[tuple[Path, dict]] | None = None) -> None:
     """Replace the README's results block with headline rows: each AaaS bench's algorithms, then each
-    federated LoRA bench's methods."""
+    federated LoRA bench's methods. A part whose runs are all missing keeps its earlier rows (carried over,
+    as in the report)."""
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
         return
-    block = [README_BEGIN]
-    if bench:
-        block += _readme_aigc_rows(bench, report)
+    head, rest = text.split(README_BEGIN, 1)
+    old, tail = rest.split(README_END, 1)
+    old = old.rstrip("\n")
+    cut = old.find("\n\n" + README_LORA)
+    old_aigc, old_lora = (old, "") if cut < 0 else (old[:cut], old[cut:])
+    aigc = "\n" + "\n".join(_readme_aigc_rows(bench, report)) if bench else old_aigc
+    lora = old_lora
     if fedtune:
-        block += ["", f"Heterogeneous-rank federated LoRA, from [{report.name}]({report.name}):", "",
-                  "| tier | selection | method | test accuracy (mean ± std) | uplink MB / run | downlink MB / run | "
-                  "round latency s (min-max bandwidth) | vs equal bandwidth |", "|---|---|---|---|---|---|---|---|"]
+        block = [f"{README_LORA} [{report.name}]({report.name}):", "",
+                 "| tier | selection | method | test accuracy (mean ± std) | uplink MB / run | downlink MB / run | "
+                 "round latency s (min-max bandwidth) | vs equal bandwidth |", "|---|---|---|---|---|---|---|---|"]
         for _, summary in fedtune:
             for m, r in summary["results"].items():
                 block.append(f"| {summary['tier']} | {summary['selection']} | {m} | {r['test_acc_mean']:.4f} ± "
                              f"{r['test_acc_std']:.4f} | {r['uplink_bytes'] / 1e6:.2f} | "
                              f"{r['downlink_bytes'] / 1e6:.2f} | {r['round_latency_s_mean']:.3f} | "
                              f"{-r['latency_cut_vs_equal_pct']:+.1f}% |")
-    block.append(README_END)
-    head, rest = text.split(README_BEGIN, 1)
-    readme.write_text(head + "\n".join(block) + rest.split(README_END, 1)[1])
+        lora = "\n\n" + "\n".join(block)
+    readme.write_text(head + README_BEGIN + aigc + lora + "\n" + README_END + tail)
 
 
 def _readme_aigc_rows(bench: list[tuple[Path, dict]], report: Path) -> list[str]:
