@@ -194,6 +194,11 @@ def curve_reference(cfg: ScheduleBenchConfig, seed: int) -> dict[str, float]:
                               for s in curve_seeds(seed, cfg.ppo.curve_episodes)])) for h in REFERENCE_HEURISTICS}
 
 
+def config_json(cfg: ScheduleBenchConfig) -> dict:
+    """The bench config as a job's config.json stores it (JSON types: lists for tuples, strings for paths)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
 def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict:
     """One (job, seed): job is "heuristics", "masked_ppo" or "rllib_ppo". Writes OUT/job/seed_<s>/summary.json."""
     import torch
@@ -202,8 +207,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     run = RunDir(cfg.out / job / f"seed_{seed}", tensorboard=False)
     if (run.path / "summary.json").exists():
         return run.read_summary()
-    run.write_config({"bench": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)), "job": job,
-                      "seed": seed})
+    run.write_config({"bench": config_json(cfg), "job": job, "seed": seed})
     if job == "heuristics":
         results: dict = {}
         t0 = time.perf_counter()
@@ -304,14 +308,13 @@ def changed_fields(stored: dict, current: dict, job: str) -> list[str]:
 def check_finished_jobs(cfg: ScheduleBenchConfig, jobs: list[str], seeds: list[int]) -> None:
     """A finished (job, seed) is skipped on a re-run: refuse when its stored config differs from this run's in a
     field its results depend on, so that no table mixes settings."""
-    current = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    current = config_json(cfg)
     for job in jobs:
         for seed in seeds:
             path = cfg.out / job / f"seed_{seed}"
             if not (path / "summary.json").exists():
                 continue
-            stored = json.loads((path / "config.json").read_text())["bench"]
-            changed = changed_fields(stored, current, job)
+            changed = changed_fields(RunDir(path, tensorboard=False).read_config()["bench"], current, job)
             if changed:
                 raise ConfigError(f"{path} finished with other settings ({', '.join(changed[:6])}"
                                   f"{', ...' if len(changed) > 6 else ''} differ); re-running would mix them in one "
