@@ -1,6 +1,9 @@
 """Seeding, config helpers, run directories."""
 
+import importlib.metadata
 import json
+import os
+import platform
 import subprocess
 import sys
 
@@ -9,7 +12,7 @@ import pytest
 import torch
 
 from edgegen.config import ConfigError, check_choice, check_range, from_dict
-from edgegen.runs import RunDir
+from edgegen.runs import LIBRARIES, RunDir
 from edgegen.seeding import derive_seed, rng_states, seed_everything, set_rng_states
 
 
@@ -67,6 +70,10 @@ def test_run_dir_layout_metrics_and_truncate(tmp_path):
         again.log(50, surprise=1.0)
     summary = again.write_summary({"return_mean": 1.5}, seed=3)
     assert summary["seed"] == 3 and "git_sha" in summary and "edgegen_version" in summary
+    env = again.read_summary()["environment"]
+    assert env["python"] == platform.python_version() and env["cpu_count"] == os.cpu_count()
+    assert env["libraries"]["torch"] == importlib.metadata.version("torch")  # installed libraries are named
+    assert set(env["libraries"]) <= set(LIBRARIES)
     assert again.read_summary()["return_mean"] == 1.5 and again.read_config() == {"a": 1}
 
 

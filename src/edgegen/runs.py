@@ -3,7 +3,8 @@
     RUN/config.json    the run's configuration (JSON, written once)
     RUN/metrics.csv    one row per logged step (wide format; columns fixed by the first row)
     RUN/events.*       TensorBoard scalars (same values as metrics.csv)
-    RUN/summary.json   the machine-readable result: flat keys, units in names, + provenance
+    RUN/summary.json   the machine-readable result: flat keys, units in names, + provenance (command, git
+                       commit, and under "environment" the Python, CPU and library versions)
     RUN/plots/*.png    figures
     RUN/ckpt/          checkpoints (state_dict + JSON meta, see each algorithm)
 """
@@ -11,7 +12,10 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +30,35 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+# The numerical libraries whose versions a summary records (those installed): a figure that moves between two runs
+# of the same commit on different machines or library versions can then be traced.
+LIBRARIES = ("numpy", "scipy", "scikit-learn", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "ray",
+             "transformers", "peft", "opacus", "flwr")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment() -> dict:
+    """Where a run ran: Python version, CPU model and count, and the versions of the installed `LIBRARIES`."""
+    libraries = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"python": platform.python_version(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "libraries": libraries}
 
 
 def current_command() -> str:
@@ -95,9 +128,10 @@ class RunDir:
                 w.writerow([_fmt(r.get(c, "")) for c in self._columns])
 
     def write_summary(self, summary: dict, seed: int | None = None, command: str | None = None) -> dict:
-        """Write summary.json with provenance; `command` defaults to this process's command line."""
+        """Write summary.json with provenance (command, git commit, `environment()`); `command` defaults to this
+        process's command line."""
         full = {**summary, "command": command or current_command(), "seed": seed, "git_sha": git_sha(),
-                "edgegen_version": edgegen.__version__}
+                "edgegen_version": edgegen.__version__, "environment": environment()}
         (self.path / "summary.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=float))
         return full
 

@@ -30,7 +30,7 @@ from edgegen.jobs import earlier_wall_s, run_jobs
 from edgegen.microservices.cot import solvers
 from edgegen.microservices.cot.diffusion import DiffusionConfig
 from edgegen.microservices.cot.problem import Instance, InstanceConfig, generate, load_instances, save_instances
-from edgegen.runs import current_command, save_figure
+from edgegen.runs import current_command, environment, save_figure
 from edgegen.seeding import derive_seed
 
 CHUNK = 20
@@ -325,7 +325,7 @@ def run_bench(cfg: CotBenchConfig) -> dict:
                      "model": dataclasses.asdict(cfg.model), "instance_config": dataclasses.asdict(cfg.instance)}
     summary["acceptance"] = acceptance(summary, cfg.strides)
     summary.update({"command": command, "bench_wall_s": earlier_s + time.perf_counter() - started,
-                    "workers": cfg.workers})
+                    "workers": cfg.workers, "environment": environment()})
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_quality_vs_steps(summary, cfg.out / "plots" / "quality_vs_sampling_steps.png")
     plot_time_vs_size(summary, cfg.out / "plots" / "time_vs_size.png")

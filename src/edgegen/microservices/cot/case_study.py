@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from edgegen.config import check_range
-from edgegen.runs import current_command, save_figure
+from edgegen.runs import current_command, environment, save_figure
 
 PAPER_MEMORY_CUT_PCT = 70.8  # Edge-LAM case study, 128-token microservices vs monolithic
 PAPER_LATENCY_CUT_PCT = 59.6
@@ -288,7 +288,8 @@ def run_case_study(cfg: CaseStudyConfig) -> dict:
                "measured": measured, "projected_qwen25_7b": projected,
                "paper": {"memory_cut_pct": PAPER_MEMORY_CUT_PCT, "latency_cut_pct": PAPER_LATENCY_CUT_PCT,
                          "max_tokens_per_device": 128},
-               "verdict": verdict, "wall_s": time.perf_counter() - started, "command": current_command()}
+               "verdict": verdict, "wall_s": time.perf_counter() - started, "command": current_command(),
+               "environment": environment()}
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     plot_case_study(summary, cfg.out / "plots" / "case_study.png")
