@@ -74,6 +74,7 @@ def test_run_dir_layout_metrics_and_truncate(tmp_path):
     assert env["python"] == platform.python_version() and env["cpu_count"] == os.cpu_count()
     assert env["libraries"]["torch"] == importlib.metadata.version("torch")  # installed libraries are named
     assert set(env["libraries"]) <= set(LIBRARIES)
+    assert env["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert again.read_summary()["return_mean"] == 1.5 and again.read_config() == {"a": 1}
 
 

@@ -97,14 +97,14 @@ def test_environment_line_names_where_the_runs_ran(tmp_path):
     run_dir = tmp_path / "bench"
     for seed, numpy_version in ((0, "2.3.5"), (1, "2.4.6")):
         (run_dir / f"seed_{seed}").mkdir(parents=True)
-        env = {"python": "3.11.7", "cpu": "AMD EPYC", "cpu_count": 2,
+        env = {"python": "3.11.7", "cpu": "AMD EPYC", "cpu_count": 2, "torch_cpu_capability": "AVX512",
                "libraries": {"numpy": numpy_version, "torch": "2.13.0"}}
         (run_dir / f"seed_{seed}" / "summary.json").write_text(json.dumps({"seed": seed, "environment": env}))
     (run_dir / "summary.json").write_text(json.dumps({"kind": "x"}))  # a bench summary without the record
     lines = with_environment(["### x: `bench`", "", "| a |", "|---|"], run_dir)
     assert lines[:4] == ["### x: `bench`", "", "| a |", "|---|"] and lines[4] == ""  # the table ends first
-    assert lines[5] == ("Environment of these runs: Python 3.11.7, CPU AMD EPYC × 2, numpy 2.3.5 / 2.4.6, "
-                        "torch 2.13.0.")
+    assert lines[5] == ("Environment of these runs: Python 3.11.7, CPU AMD EPYC × 2, torch kernels AVX512, "
+                        "numpy 2.3.5 / 2.4.6, torch 2.13.0.")
     old_runs = tmp_path / "old"
     (old_runs / "seed_0").mkdir(parents=True)
     (old_runs / "seed_0" / "summary.json").write_text(json.dumps({"seed": 0}))

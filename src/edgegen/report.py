@@ -59,9 +59,10 @@ def with_environment(section: list[str], run_dir: Path) -> list[str]:
         if not isinstance(env, dict):
             continue
         items = {"Python": env.get("python"), "CPU": f"{env.get('cpu')} × {env.get('cpu_count')}",
-                 **env.get("libraries", {})}
+                 "torch kernels": env.get("torch_cpu_capability"), **env.get("libraries", {})}
         for name, value in items.items():
-            seen.setdefault(name, set()).add(str(value))
+            if value is not None:  # an older record may lack a field
+                seen.setdefault(name, set()).add(str(value))
     if not seen:
         return section
     parts = [f"{name} {' / '.join(sorted(values))}" for name, values in seen.items()]

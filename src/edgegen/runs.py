@@ -50,7 +50,15 @@ def cpu_model() -> str:
 
 
 def environment() -> dict:
-    """Where a run ran: Python version, CPU model and count, and the versions of the installed `LIBRARIES`."""
+    """Where a run ran: Python version, CPU model and count, the instruction set torch's CPU kernels use, and the
+    versions of the installed `LIBRARIES`.
+
+    The instruction set matters for reproducing a figure: the same commit, seed and library versions train to
+    different accuracies with torch's AVX2 and AVX-512 kernels (their float rounding differs, and a long training
+    run amplifies it; the LoRA digits tier moved by up to 4 points per seed, benchmarks/notes.md). Setting
+    ``ATEN_CPU_CAPABILITY`` (e.g. ``avx2``) on a newer CPU selects the older kernels."""
+    import torch
+
     libraries = {}
     for name in LIBRARIES:
         try:
@@ -58,7 +66,7 @@ def environment() -> dict:
         except importlib.metadata.PackageNotFoundError:
             continue
     return {"python": platform.python_version(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
-            "libraries": libraries}
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "libraries": libraries}
 
 
 def current_command() -> str:
