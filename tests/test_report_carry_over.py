@@ -77,13 +77,13 @@ def test_readme_keeps_the_headline_part_whose_runs_are_missing(tmp_path):
     lora_rows = ("Heterogeneous-rank federated LoRA, from [B.md](B.md):\n\n| tier | selection | method |\n"
                  "| digits | all | homlora_min | 0.1111 |")
     readme.write_text(f"# x\n{README_BEGIN}\n{aigc_rows}\n\n{lora_rows}\n{README_END}\ntail\n")
-    lora = {"tier": "digits", "selection": "all", "results": {"hetlora_size": {
+    lora = {"tier": "digits", "selection": "all", "seeds": 3, "results": {"hetlora_size": {
         "test_acc_mean": 0.9, "test_acc_std": 0.01, "uplink_bytes": 2e6, "downlink_bytes": 3e6,
         "round_latency_s_mean": 0.5, "latency_cut_vs_equal_pct": 20.0}}}
     update_readme(readme, [], tmp_path / "B.md", [(tmp_path, lora)])  # only LoRA runs present
     text = readme.read_text()
     assert text.startswith(f"# x\n{README_BEGIN}\n{aigc_rows}\n\nHeterogeneous-rank federated LoRA, from")  # kept
-    assert "| digits | all | hetlora_size | 0.9000 ± 0.0100 | 2.00 | 3.00 | 0.500 | -20.0% |" in text
+    assert "| digits | all | 3 | hetlora_size | 0.9000 ± 0.0100 | 2.00 | 3.00 | 0.500 | -20.0% |" in text
     assert "0.1111" not in text and text.endswith(f"{README_END}\ntail\n")
     update_readme(readme, [], tmp_path / "B.md", [])  # nothing present: unchanged
     assert readme.read_text() == text

@@ -449,11 +449,13 @@ def update_readme(readme: Path, bench: list[tuple[Path, dict]], report: Path,
     lora = old_lora
     if fedtune:
         block = [f"{README_LORA} [{report.name}]({report.name}):", "",
-                 "| tier | selection | method | test accuracy (mean ± std) | uplink MB / run | downlink MB / run | "
-                 "round latency s (min-max bandwidth) | vs equal bandwidth |", "|---|---|---|---|---|---|---|---|"]
+                 "| tier | selection | seeds | method | test accuracy (mean ± std) | uplink MB / run | "
+                 "downlink MB / run | round latency s (min-max bandwidth) | vs equal bandwidth |",
+                 "|---|---|---|---|---|---|---|---|---|"]
         for _, summary in fedtune:
             for m, r in summary["results"].items():
-                block.append(f"| {summary['tier']} | {summary['selection']} | {m} | {r['test_acc_mean']:.4f} ± "
+                block.append(f"| {summary['tier']} | {summary['selection']} | {summary['seeds']} | {m} | "
+                             f"{r['test_acc_mean']:.4f} ± "
                              f"{r['test_acc_std']:.4f} | {r['uplink_bytes'] / 1e6:.2f} | "
                              f"{r['downlink_bytes'] / 1e6:.2f} | {r['round_latency_s_mean']:.3f} | "
                              f"{-r['latency_cut_vs_equal_pct']:+.1f}% |")
