@@ -4,7 +4,7 @@
     RUN/metrics.csv    one row per logged step (wide format; columns fixed by the first row)
     RUN/events.*       TensorBoard scalars (same values as metrics.csv)
     RUN/summary.json   the machine-readable result: flat keys, units in names, + provenance (command, git
-                       commit, and under "environment" the Python, CPU and library versions)
+                       commit, and under "environment" the Python version, CPU, torch's kernel set and library versions)
     RUN/plots/*.png    figures
     RUN/ckpt/          checkpoints (state_dict + JSON meta, see each algorithm)
 """
@@ -55,7 +55,7 @@ def environment() -> dict:
 
     The instruction set matters for reproducing a figure: the same commit, seed and library versions train to
     different accuracies with torch's AVX2 and AVX-512 kernels (their float rounding differs, and a long training
-    run amplifies it; the LoRA digits tier moved by up to 4 points per seed, benchmarks/notes.md). Setting
+    run amplifies it: the LoRA digits tier moved by several points on a seed, benchmarks/notes.md). Setting
     ``ATEN_CPU_CAPABILITY`` (e.g. ``avx2``) on a newer CPU selects the older kernels."""
     import torch
 
