@@ -53,8 +53,10 @@ def with_environment(section: list[str], run_dir: Path) -> list[str]:
     """A run subsection followed by a line naming where the runs below `run_dir` ran (Python, CPU, torch's kernel
     set, library versions), from the "environment" of their summary.json files; a value that differs between runs
     is given as all its values, "a / b". No line when no summary records it (runs older than the record)."""
+    if not section:
+        return section
     seen: dict[str, set[str]] = {}
-    for _, summary in find_summaries([run_dir]) if section else []:
+    for _, summary in find_summaries([run_dir]):
         env = summary.get("environment")
         if not isinstance(env, dict):
             continue
