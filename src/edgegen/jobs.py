@@ -59,8 +59,30 @@ def start_bench(cfg: Any) -> tuple[str, list[int], float, float]:
     return current_command(), seeds, earlier_wall_s(cfg.out), time.perf_counter()
 
 
+START_MARK = "bench_started.json"
+"""File in a bench directory recording when its latest invocation started (see earlier_wall_s)."""
+
+
 def earlier_wall_s(bench_dir: Path) -> float:
-    """``bench_wall_s`` of the bench's previous summary.json (0 if none): a re-run of a finished bench skips its
-    jobs, so its own wall time is added to the first run's rather than replacing it."""
-    path = Path(bench_dir) / "summary.json"
-    return float(json.loads(path.read_text()).get("bench_wall_s", 0.0)) if path.exists() else 0.0
+    """Wall seconds that the bench's earlier invocations spent, and a mark of this invocation's start.
+
+    A re-run of a bench skips its finished jobs, so its own wall time is added to the earlier ones rather than
+    replacing them. A finished invocation left ``bench_wall_s`` in summary.json. An interrupted one left no
+    summary, only its start mark (``START_MARK``) and its finished jobs' files: it counts from its start to the
+    newest file in a subdirectory, where jobs write (the time it spent on jobs it did not finish was lost, and is
+    not counted). Writes the mark of this invocation (creating ``bench_dir``).
+    """
+    import time
+
+    bench_dir = Path(bench_dir)
+    summary, mark = bench_dir / "summary.json", bench_dir / START_MARK
+    earlier_s = float(json.loads(summary.read_text()).get("bench_wall_s", 0.0)) if summary.exists() else 0.0
+    if mark.exists() and (not summary.exists() or summary.stat().st_mtime < mark.stat().st_mtime):
+        started = json.loads(mark.read_text())
+        # jobs write below bench_dir; the files in it (bench_config.json, ...) may already be this invocation's
+        newest = max((p.stat().st_mtime for p in bench_dir.rglob("*") if p.is_file() and p.parent != bench_dir),
+                     default=0.0)
+        earlier_s = started["earlier_wall_s"] + max(newest - started["started_unix_s"], 0.0)
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps({"earlier_wall_s": earlier_s, "started_unix_s": time.time()}))
+    return earlier_s
