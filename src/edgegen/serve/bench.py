@@ -529,8 +529,8 @@ def format_table(summary: dict) -> str:
 
 
 def stage_walls(summary: dict) -> str:
-    """One sentence with the wall time of every stage (stages are cached, so the bench's own wall time may cover
-    only the last invocation)."""
+    """One sentence with the wall time of every stage (stages are cached, so the bench's own wall time may not
+    cover all of them)."""
     train_s = sum(w["train_wall_s"] for w in summary["fleet"])
     runs = [r for r in summary["results"].values()] + ([summary["fault"]] if summary.get("fault") else [])
     d = summary.get("d2sac")
@@ -538,8 +538,8 @@ def stage_walls(summary: dict) -> str:
             f"workers (1 thread each, one after the other), utility profile {summary.get('profile_wall_s', 0):.0f} s"
             + (f", D2SAC training {d['train_wall_s'] / 60:.1f} min" if d else "")
             + f", load runs {sum(r['wall_s'] for r in runs):.0f} s in total ({len(runs)} runs; process start-up "
-            f"excluded); the last invocation of the bench took {summary['bench_wall_s'] / 60:.1f} min (finished "
-            "stages of earlier invocations are reused).")
+            f"excluded); the bench took {summary['bench_wall_s'] / 60:.1f} min over all its invocations (stages "
+            "found finished, in its directory or the cache, are reused and not timed again).")
 
 
 def report_section(run_dir: Path, summary: dict, figures: Path, out_dir: Path) -> list[str]:
