@@ -1,5 +1,7 @@
 """Masked PPO pieces: pair scorer contract, recovery metric by hand, a tiny training run; slow: learning."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -165,6 +167,53 @@ def test_rollout_labelled_warm_start():
     info = warm_start(model, cfg, env_cfg, 0)
     assert info["warm_start_decisions"] >= 300
     assert info["warm_start_agreement"] > 0.7  # one label per state, imitated
+
+
+def test_rollout_labels_resume_from_their_checkpoint(tmp_path, monkeypatch):
+    import dataclasses
+
+    import edgegen.scheduling.ppo as P
+
+    env_cfg = DLScheduleConfig(num_jobs=8, mixes=("data_heavy",), loads=(0.95,))
+    cfg = PPOConfig(warm_start="mct+min_min", warm_start_labels="rollout", rollout_base="mct", rollout_futures=1,
+                    warm_start_decisions=300)
+    fields = ("obs", "mask", "acts", "rets", "episode_len")
+    fresh = P.warm_start_labels(cfg, env_cfg, 0)
+
+    class Interrupted(DLScheduleEnv):  # the machine stops at the start of the 6th episode
+        resets = 0
+
+        def reset(self, **kwargs):
+            Interrupted.resets += 1
+            if Interrupted.resets == 6:
+                raise KeyboardInterrupt
+            return super().reset(**kwargs)
+
+    ckpt = tmp_path / "labels.npz"
+    monkeypatch.setattr(P, "LABELS_SAVE_EVERY_S", 0.0)  # save after every episode
+    monkeypatch.setattr(P, "DLScheduleEnv", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        P.warm_start_labels(cfg, env_cfg, 0, checkpoint=ckpt)
+    monkeypatch.setattr(P, "DLScheduleEnv", DLScheduleEnv)
+    with np.load(ckpt) as saved:
+        assert len(saved["episode_len"]) == 5 and saved["obs"].shape[0] == saved["episode_len"].sum() < 300
+        # the rollout drew futures before the stop, so a resume that did not restore its random state would differ
+        assert json.loads(str(saved["rng_state"])) != np.random.default_rng(
+            P.derive_seed(0, "warm_start_rollout")).bit_generator.state
+    resumed = P.warm_start_labels(cfg, env_cfg, 0, checkpoint=ckpt)
+    for f in fields:
+        np.testing.assert_array_equal(resumed[f], fresh[f])
+    # a checkpoint holding more than asked for is cut to the episodes a fresh collection would keep
+    fewer = dataclasses.replace(cfg, warm_start_decisions=100)
+    cut, fresh_fewer = P.warm_start_labels(fewer, env_cfg, 0, checkpoint=ckpt), P.warm_start_labels(fewer, env_cfg, 0)
+    for f in fields:
+        np.testing.assert_array_equal(cut[f], fresh_fewer[f])
+    assert len(cut["episode_len"]) < len(fresh["episode_len"])
+    # other settings: the checkpoint is set aside and the labels collected afresh
+    other = dataclasses.replace(cfg, rollout_futures=2)
+    out = P.warm_start_labels(other, env_cfg, 0, checkpoint=ckpt)
+    assert (tmp_path / "labels.other_settings.npz").exists()
+    np.testing.assert_array_equal(out["acts"], P.warm_start_labels(other, env_cfg, 0)["acts"])
 
 
 def test_specialist_trains_on_the_pre_shift_workload_with_mixture_labels(monkeypatch):

@@ -16,7 +16,9 @@ curve, test, model in ckpt/model.zip), ``rllib_ppo``, ``rollout_oracle`` and ``o
 ckpt/specialist.zip, its curve, the stream results); OUT/summary.json (kind
 ``schedule_bench``) has ``{"results": {LOAD: {POLICY: {avg_jct_s, avg_jct_s_std, p95_jct_s, makespan_s,
 utilization, ...}}}, "acceptance": {LOAD: {best_heuristic, masked_ppo_gain_pct, rllib_ppo_gain_pct}},
-"online": {...}}``. A finished (job, seed) is skipped on a re-run; an interrupted training restarts that job.
+"online": {...}}``. A finished (job, seed) is skipped on a re-run; an interrupted training restarts that job, except
+for masked PPO's rollout-labelled warm-start decisions (most of its time), which resume from
+``masked_ppo/seed_<s>/ckpt/warm_start_labels.npz`` (saved every two minutes; ppo.warm_start_labels).
 """
 
 from __future__ import annotations
@@ -231,7 +233,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
             derive_seed(seed, "sampled_rollout"))
         results = {job: evaluate(cfg, seed, act, plain=True)}
         return run.write_summary({"results": results, "test_wall_s": time.perf_counter() - t0}, seed, command)
-    run.truncate_metrics(-1)  # an interrupted training restarts from scratch
+    run.truncate_metrics(-1)  # an interrupted training restarts, resuming only its warm-start labels (ckpt/)
     reference = curve_reference(cfg, seed)
     if job == "masked_ppo":
         from edgegen.scheduling.ppo import greedy_policy, train

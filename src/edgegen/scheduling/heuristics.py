@@ -280,14 +280,15 @@ def rollout_oracle_policy(base: str = "mct"):
 
 
 def sampled_rollout_policy(candidates: tuple[str, ...] = ("mct", "min_min", "tied_spt"), base: str = "tied_spt",
-                           futures: int = 4, seed: int = 0, future_model=None):
+                           futures: int = 4, seed: int | np.random.Generator = 0, future_model=None):
     """Online one-step rollout over the candidate rules' current decisions, with Monte-Carlo futures: where the
     candidates disagree, each distinct action is tried on `futures` copies of the env whose not-yet-arrived jobs
     are redrawn from the episode's arrival model (:meth:`DLScheduleEnv.resample_future`; the same draws for every
     action, i.e. common random numbers), each finished with `base`; the lowest mean total JCT wins (ties: `base`'s
     action, which is always among the tried ones). Unlike `rollout_oracle_policy` it never sees the real future,
     only the load and mix; with `future_model` (a function env -> resample_future's empirical `model`, or None while
-    there is nothing to build one from, then `base`'s action is kept) not even those. Cost: up to
+    there is nothing to build one from, then `base`'s action is kept) not even those. `seed` may be a Generator
+    (used as is, so its caller can save and restore its state). Cost: up to
     (len(candidates) + 1) x futures `base` episodes per contested decision."""
     for name in (*candidates, base):
         if name not in HINTABLE:

@@ -25,8 +25,10 @@ covers the post-shift workload has little to recover from.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -210,8 +212,22 @@ def make_model(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, n_envs: int
                        policy_kwargs={"layout": layout, "hidden": cfg.hidden_size})
 
 
-def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, progress: bool = False) -> dict:
-    """Behaviour cloning of heuristic(s) `cfg.warm_start` into the model's policy and value nets (see PPOConfig)."""
+LABELS_SAVE_EVERY_S = 120.0
+"""Seconds between saves of the warm-start labels checkpoint (rollout labels)."""
+
+
+def warm_start_labels(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, progress: bool = False,
+                      checkpoint: Path | None = None) -> dict:
+    """The warm start's training-mix episodes and their labels (see PPOConfig.warm_start / warm_start_labels):
+    {"obs", "mask", "acts" (n, labels per state), "rets" (discounted return from each state), "episode_len",
+    "wall_s" (collection time, all invocations)}. Whole episodes are collected until there are at least
+    `cfg.warm_start_decisions` decisions.
+
+    With rollout labels (about half an hour of CPU for the bench's 20,000 decisions) and a `checkpoint` path, the
+    collection is saved there (whole episodes and the rollout's random state) every LABELS_SAVE_EVERY_S seconds and
+    at the end, and a later call resumes from it: the result is the same as one uninterrupted collection. A
+    checkpoint made with other settings (seed, env, teachers, base, futures, gamma) is set aside and the collection
+    starts afresh; one holding more decisions than asked for is cut to the episodes a fresh collection would keep."""
     from tqdm import tqdm
 
     from edgegen.scheduling.heuristics import heuristic_policy, sampled_rollout_policy
@@ -219,19 +235,50 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
     names = cfg.warm_start_names()
     env = DLScheduleEnv(env_cfg)
     rollout = cfg.warm_start_labels == "rollout"
+    key = json.dumps({"seed": seed, "env": dataclasses.asdict(env_cfg), "warm_start": cfg.warm_start,
+                      "rollout_base": cfg.rollout_base, "rollout_futures": cfg.rollout_futures, "gamma": cfg.gamma},
+                     sort_keys=True, default=str)
     if rollout:
-        chooser = sampled_rollout_policy(tuple(names), cfg.rollout_base, cfg.rollout_futures,
-                                         derive_seed(seed, "warm_start_rollout"))
+        rng = np.random.default_rng(derive_seed(seed, "warm_start_rollout"))
+        chooser = sampled_rollout_policy(tuple(names), cfg.rollout_base, cfg.rollout_futures, rng)
     else:
+        checkpoint = None  # seconds of work: nothing worth resuming
         teachers = [heuristic_policy(h, derive_seed(seed, "warm_start", h)) for h in names]
-    obs_l, mask_l, act_l, ret_l, episode = [], [], [], [], 0
+    obs_l, mask_l, act_l, ret_l, lens, earlier_wall_s = [], [], [], [], [], 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        with np.load(checkpoint) as saved:
+            if str(saved["key"]) != key:
+                Path(checkpoint).rename(Path(checkpoint).with_suffix(".other_settings.npz"))
+            else:
+                lens = [int(n) for n in saved["episode_len"]]
+                obs_l, mask_l = list(saved["obs"]), list(saved["mask"])
+                act_l, ret_l = [list(a) for a in saved["acts"]], list(saved["rets"])
+                rng.bit_generator.state = json.loads(str(saved["rng_state"]))
+                earlier_wall_s = float(saved["wall_s"])
+                keep = int(np.searchsorted(np.cumsum(lens), cfg.warm_start_decisions)) + 1  # what a fresh run keeps
+                if keep < len(lens):
+                    lens = lens[:keep]
+                    n = sum(lens)
+                    obs_l, mask_l, act_l, ret_l = obs_l[:n], mask_l[:n], act_l[:n], ret_l[:n]
+
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.warm_start_decisions, desc=f"warm start ({cfg.warm_start_labels} labels)", unit="decision",
-               disable=not progress)
+    last_save = t0
+
+    def save() -> None:
+        tmp = Path(checkpoint).with_suffix(".tmp.npz")
+        np.savez(tmp, obs=np.array(obs_l, dtype=np.float32), mask=np.array(mask_l, dtype=bool),
+                 acts=np.array(act_l, dtype=np.int64), rets=np.array(ret_l, dtype=np.float32),
+                 episode_len=np.array(lens, dtype=np.int64), key=np.array(key),
+                 rng_state=np.array(json.dumps(rng.bit_generator.state)),
+                 wall_s=np.array(earlier_wall_s + time.perf_counter() - t0))
+        tmp.replace(checkpoint)
+
+    bar = tqdm(total=cfg.warm_start_decisions, initial=min(len(obs_l), cfg.warm_start_decisions),
+               desc=f"warm start ({cfg.warm_start_labels} labels)", unit="decision", disable=not progress)
     while len(obs_l) < cfg.warm_start_decisions:
+        episode = len(lens)
         obs, info = env.reset(seed=derive_seed(seed, "warm_start", episode))
         behaviour = episode % len(names)
-        episode += 1
         rewards, done = [], False
         while not done:
             mask = info["action_mask"].astype(bool)
@@ -248,14 +295,31 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
             g = r + cfg.gamma * g
             rets.append(g)
         ret_l += rets[::-1]
+        lens.append(len(rewards))
+        if checkpoint is not None and (time.perf_counter() - last_save >= LABELS_SAVE_EVERY_S
+                                       or len(obs_l) >= cfg.warm_start_decisions):
+            save()
+            last_save = time.perf_counter()
     bar.close()
-    obs_t = torch.as_tensor(np.array(obs_l))
-    masks, acts = np.array(mask_l), torch.as_tensor(np.array(act_l))  # acts: (n, labels per state)
-    rets_t = torch.as_tensor(np.array(ret_l), dtype=torch.float32)
+    return {"obs": np.array(obs_l, dtype=np.float32), "mask": np.array(mask_l, dtype=bool),
+            "acts": np.array(act_l, dtype=np.int64), "rets": np.array(ret_l, dtype=np.float32),
+            "episode_len": np.array(lens), "wall_s": earlier_wall_s + time.perf_counter() - t0}
+
+
+def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, progress: bool = False,
+               checkpoint: Path | None = None) -> dict:
+    """Behaviour cloning of heuristic(s) `cfg.warm_start` into the model's policy and value nets (see PPOConfig);
+    the labels come from :func:`warm_start_labels` (resumable from `checkpoint`)."""
+    t0 = time.perf_counter()
+    data = warm_start_labels(cfg, env_cfg, seed, progress, checkpoint)
+    collect_s = time.perf_counter() - t0
+    obs_t = torch.as_tensor(data["obs"])
+    masks, acts = data["mask"], torch.as_tensor(data["acts"])  # acts: (n, labels per state)
+    rets_t = torch.as_tensor(data["rets"])
     policy = model.policy
     opt = torch.optim.Adam(policy.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(derive_seed(seed, "warm_start_batches"))
-    n = len(obs_l)
+    n = len(obs_t)
     steps, step = cfg.warm_start_epochs * -(-n // cfg.batch_size), 0
     for _ in range(cfg.warm_start_epochs):
         perm = torch.randperm(n, generator=gen)
@@ -275,7 +339,8 @@ def warm_start(model, cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
         dist = policy.get_distribution(obs_t, action_masks=masks)
         greedy = dist.get_actions(deterministic=True)
         agree = float((acts == greedy[:, None]).any(dim=1).float().mean())
-    return {"warm_start_decisions": n, "warm_start_agreement": agree, "warm_start_wall_s": time.perf_counter() - t0}
+    return {"warm_start_decisions": n, "warm_start_agreement": agree,
+            "warm_start_wall_s": data["wall_s"] + time.perf_counter() - t0 - collect_s}
 
 
 def greedy_policy(model):
@@ -302,7 +367,8 @@ def train(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, run=None, progre
     env_cfg.validate()
     seed_everything(seed)
     model = make_model(cfg, env_cfg, seed)
-    warm = warm_start(model, cfg, env_cfg, seed, progress) if cfg.warm_start else {}
+    labels_ckpt = None if run is None else run.ckpt / "warm_start_labels.npz"
+    warm = warm_start(model, cfg, env_cfg, seed, progress, labels_ckpt) if cfg.warm_start else {}
     eval_env = DLScheduleEnv(env_cfg)
     seeds = curve_seeds(seed, cfg.curve_episodes)
     state = {"wall": 0.0, "t0": time.perf_counter(), "next": cfg.eval_every_env_steps, "best": np.inf,
