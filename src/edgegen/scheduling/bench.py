@@ -732,7 +732,8 @@ class ScheduleTrainArgs:
     """Train one masked-PPO scheduler and test it against MCT and Min-Min on the held-out mix."""
 
     out: Path = Path("runs/schedule-train")
-    """Run directory (model in ckpt/model.zip)."""
+    """Run directory (model in ckpt/model.zip; a re-run with the same settings resumes the rollout-labelled warm
+    start from ckpt/warm_start_labels.npz and trains again from there)."""
     seed: int = 0
     """Run seed."""
     bench: ScheduleBenchConfig = field(default_factory=lambda: ScheduleBenchConfig(policies=("mct", "min_min",
