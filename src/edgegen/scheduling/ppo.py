@@ -220,8 +220,8 @@ def warm_start_labels(cfg: PPOConfig, env_cfg: DLScheduleConfig, seed: int, prog
                       checkpoint: Path | None = None) -> dict:
     """The warm start's training-mix episodes and their labels (see PPOConfig.warm_start / warm_start_labels):
     {"obs", "mask", "acts" (n, labels per state), "rets" (discounted return from each state), "episode_len",
-    "wall_s" (collection time, all invocations)}. Whole episodes are collected until there are at least
-    `cfg.warm_start_decisions` decisions.
+    "wall_s" (collection time over all invocations; an interrupted one counts up to its last save)}. Whole
+    episodes are collected until there are at least `cfg.warm_start_decisions` decisions.
 
     With rollout labels (about half an hour of CPU for the bench's 20,000 decisions) and a `checkpoint` path, the
     collection is saved there (whole episodes and the rollout's random state) every LABELS_SAVE_EVERY_S seconds and
