@@ -86,6 +86,29 @@ def test_bench_tiny_budget_and_report(tmp_path):
     assert changed.returncode == 2
     assert "masked_ppo/seed_0 finished with other settings (ppo.hidden_size differ)" in changed.stderr
 
+    # other test loads: refused, then re-evaluated without retraining; a load's episodes do not depend on the list
+    new_loads = [*cmd[:cmd.index("--load")], "--load", "0.5", *cmd[cmd.index("--load") + 3:]]  # 0.9 dropped
+    refused = subprocess.run(new_loads, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "(load differ)" in refused.stderr and "--reevaluate" in refused.stderr
+    model = (out / "masked_ppo" / "seed_0" / "ckpt" / "model.zip").read_bytes()
+    curve = (out / "masked_ppo" / "seed_0" / "metrics.csv").read_text()
+    trained_command = json.loads((out / "masked_ppo" / "seed_0" / "summary.json").read_text())["command"]
+    online_cfg = out / "online" / "seed_0" / "config.json"  # as if made before EPISODES_VERSION was stored
+    online_cfg.write_text(json.dumps({k: v for k, v in json.loads(online_cfg.read_text()).items() if k != "episodes"}))
+    redone = subprocess.run([*new_loads, "--reevaluate"], capture_output=True, text=True, timeout=300)
+    assert redone.returncode == 0, redone.stderr
+    r = json.loads((out / "summary.json").read_text())
+    assert list(r["results"]) == ["0.5"]
+    for name in ("mct", "sampled_rollout", "rollout_oracle", "masked_ppo"):  # load 0.5 plays the same episode
+        assert r["results"]["0.5"][name]["avg_jct_s"] == s["results"]["0.5"][name]["avg_jct_s"]
+    per = json.loads((out / "masked_ppo" / "seed_0" / "summary.json").read_text())
+    assert per["trained_by"]["command"] == trained_command and "--reevaluate" in per["command"]
+    assert per["warm_start_decisions"] >= 100 and list(per["results"]["masked_ppo"]) == ["0.5"]
+    assert (out / "masked_ppo" / "seed_0" / "ckpt" / "model.zip").read_bytes() == model  # not retrained
+    assert (out / "masked_ppo" / "seed_0" / "metrics.csv").read_text() == curve
+    assert json.loads(online_cfg.read_text())["episodes"] == 2  # the online stream was replayed
+    assert r["online"]["frozen"]["ratio_mean"] == s["online"]["frozen"]["ratio_mean"]
+
 
 def test_changed_fields_of_a_finished_job():
     from edgegen.scheduling.bench import changed_fields

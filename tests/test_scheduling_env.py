@@ -61,6 +61,22 @@ def test_seeded_reset_is_deterministic_and_owns_its_rng():
     assert not np.array_equal(a.job_arrival_s, b.job_arrival_s)
 
 
+def test_given_load_and_mix_make_the_episode_whatever_the_lists_hold():
+    opts = {"load": 0.8, "mix": "balanced"}
+    one = DLScheduleEnv(loads=(0.8,), mixes=("balanced",))
+    many = DLScheduleEnv(loads=(0.5, 0.8, 0.95), mixes=("inference_heavy", "balanced", "data_heavy"))
+    for seed in range(4):
+        one.reset(seed=seed, options=opts)
+        many.reset(seed=seed, options=opts)
+        np.testing.assert_array_equal(one.job_arrival_s, many.job_arrival_s)
+        np.testing.assert_array_equal(one.task_compute_tflop, many.task_compute_tflop)
+    # without options the lists are drawn from, and the draw is the first use of the episode's generator
+    many.reset(seed=0)
+    rng = np.random.default_rng(0)
+    assert (many.load, many.mix) == ((0.5, 0.8, 0.95)[rng.integers(3)],
+                                     ("inference_heavy", "balanced", "data_heavy")[rng.integers(3)])
+
+
 def test_single_task_episode_by_hand():
     env = DLScheduleEnv(agents=("cloud_gpu",), num_jobs=1, dag=False, mixes=("inference_heavy",))
     obs, info = env.reset(seed=0, options={"mix": "balanced"})

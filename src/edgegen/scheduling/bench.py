@@ -19,6 +19,10 @@ utilization, ...}}}, "acceptance": {LOAD: {best_heuristic, masked_ppo_gain_pct, 
 "online": {...}}``. A finished (job, seed) is skipped on a re-run; an interrupted training restarts that job, except
 for masked PPO's rollout-labelled warm-start decisions (most of its time), which resume from
 ``masked_ppo/seed_<s>/ckpt/warm_start_labels.npz`` (saved every two minutes; ppo.warm_start_labels).
+When only test settings changed (TEST_ONLY_FIELDS: the loads, the test mix or episodes, the episodes' version),
+``--reevaluate`` re-runs the finished jobs on the new test episodes without retraining: masked PPO is tested from its
+saved model, the online job plays its stream again with its saved specialist, the other jobs re-run in full (RLlib
+PPO saves no model, so it retrains).
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ POLICIES = (*HEURISTICS, *REFERENCES, *LEARNED)
 METRICS = ("avg_jct_s", "p95_jct_s", "makespan_s", "utilization")
 REFERENCE_HEURISTICS = ("mct", "min_min")  # yardsticks logged on the learning curves
 ONLINE_ROWS = ("frozen", "online", "frozen_fresh", "online_greedy")
+EPISODES_VERSION = 2
+"""Version of how test and stream episodes are drawn, stored with every finished job. 2: env.reset draws a load or
+mix only when the options do not give one, so a test episode no longer depends on the length of the load list
+(version 1, unstored, drew from the list even when the load was given)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,9 @@ class ScheduleBenchConfig:
     """Ray cluster address (default: a local Ray with `workers` CPUs)."""
     quiet: bool = False
     """Disable progress bars."""
+    reevaluate: bool = False
+    """Re-run finished jobs whose stored settings differ from this run's only in TEST_ONLY_FIELDS, on the current
+    test episodes, re-using masked PPO's model and the online job's specialist instead of retraining them."""
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]
@@ -201,15 +212,22 @@ def config_json(cfg: ScheduleBenchConfig) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
-def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict:
-    """One (job, seed): job is "heuristics", "masked_ppo" or "rllib_ppo". Writes OUT/job/seed_<s>/summary.json."""
+def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str, reevaluate: bool = False) -> dict:
+    """One (job, seed): job is "heuristics", a rollout row, "masked_ppo", "rllib_ppo" or "online". Writes
+    OUT/job/seed_<s>/summary.json. A finished job is returned as stored unless `reevaluate`: then masked PPO is
+    tested again from ckpt/model.zip and the online job's stream replayed with ckpt/specialist.zip (both keep the
+    stored training figures, under the stored training command), and every other job runs again in full."""
     import torch
 
     torch.set_num_threads(1)
     run = RunDir(cfg.out / job / f"seed_{seed}", tensorboard=False)
     if (run.path / "summary.json").exists():
-        return run.read_summary()
-    run.write_config({"bench": config_json(cfg), "job": job, "seed": seed})
+        if not reevaluate:
+            return run.read_summary()
+        if job in ("masked_ppo", "online"):
+            return reevaluate_trained(cfg, job, seed, run, command)
+        (run.path / "summary.json").unlink()  # runs again in full; an interruption leaves it unfinished
+    run.write_config(job_config(cfg, job, seed))
     if job == "heuristics":
         results: dict = {}
         t0 = time.perf_counter()
@@ -277,6 +295,35 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str) -> dict
     raise ValueError(f"unknown job {job!r}")
 
 
+def job_config(cfg: ScheduleBenchConfig, job: str, seed: int) -> dict:
+    return {"bench": config_json(cfg), "job": job, "seed": seed, "episodes": EPISODES_VERSION}
+
+
+def reevaluate_trained(cfg: ScheduleBenchConfig, job: str, seed: int, run: RunDir, command: str) -> dict:
+    """A finished masked_ppo / online job tested again from its saved model (run_job's `reevaluate`). The new
+    summary is written before the new config, so an interruption leaves the job to be re-evaluated again."""
+    from sb3_contrib import MaskablePPO
+
+    from edgegen.scheduling.ppo import greedy_policy, online_adaptation
+
+    trained = run.read_summary()
+    kept = {k: v for k, v in trained.items() if k not in ("command", "seed", "git_sha", "edgegen_version",
+                                                          "environment", "results", "test_wall_s", "online")}
+    kept.setdefault("trained_by", {k: trained.get(k) for k in ("command", "git_sha", "edgegen_version")})
+    t0 = time.perf_counter()
+    if job == "masked_ppo":
+        model = MaskablePPO.load(run.ckpt / "model.zip", device="cpu")
+        kept["results"] = {job: evaluate(cfg, seed, greedy_policy(model))}
+        kept["test_wall_s"] = time.perf_counter() - t0
+    else:
+        env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline,
+                                      hints=cfg.online_cfg.hints)
+        kept["online"] = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, env_cfg, seed, cfg.ppo)
+    out = run.write_summary(kept, seed, command)
+    run.write_config(job_config(cfg, job, seed))
+    return out
+
+
 _TEST_FIELDS = ("load", "test_mix", "test_episodes", "num_jobs", "dag", "window")
 _TRAIN_FIELDS = (*_TEST_FIELDS, "train_mixes", "train_loads", "hints", "reward_baseline", "ppo")
 JOB_FIELDS = {"heuristics": _TEST_FIELDS, "masked_ppo": _TRAIN_FIELDS,
@@ -285,6 +332,10 @@ JOB_FIELDS = {"heuristics": _TEST_FIELDS, "masked_ppo": _TRAIN_FIELDS,
               "online": ("num_jobs", "dag", "window", "ppo", "online_cfg")}  # its own mixes, loads and hints
 """The ScheduleBenchConfig fields a finished job's results depend on (and, for the heuristics job, which rules it
 ran: see changed_fields)."""
+TEST_ONLY_FIELDS = ("load", "test_mix", "test_episodes", "policies", "episodes")
+"""Changed fields that `--reevaluate` may re-run a finished job for: they change its test episodes (or, for the
+heuristics job, which rules it ran), not its training. "episodes" is EPISODES_VERSION. The online job's stream
+depends on no bench test field, only on the version."""
 
 
 def changed_fields(stored: dict, current: dict, job: str) -> list[str]:
@@ -307,20 +358,33 @@ def changed_fields(stored: dict, current: dict, job: str) -> list[str]:
     return sorted(changed)
 
 
-def check_finished_jobs(cfg: ScheduleBenchConfig, jobs: list[str], seeds: list[int]) -> None:
+def check_finished_jobs(cfg: ScheduleBenchConfig, jobs: list[str], seeds: list[int]) -> set[tuple[str, int]]:
     """A finished (job, seed) is skipped on a re-run: refuse when its stored config differs from this run's in a
-    field its results depend on, so that no table mixes settings."""
+    field its results depend on, so that no table mixes settings. With `cfg.reevaluate`, the finished jobs that
+    differ only in TEST_ONLY_FIELDS are returned, to be re-run without retraining."""
     current = config_json(cfg)
+    again = set()
     for job in jobs:
         for seed in seeds:
             path = cfg.out / job / f"seed_{seed}"
             if not (path / "summary.json").exists():
                 continue
-            changed = changed_fields(RunDir(path, tensorboard=False).read_config()["bench"], current, job)
-            if changed:
-                raise ConfigError(f"{path} finished with other settings ({', '.join(changed[:6])}"
-                                  f"{', ...' if len(changed) > 6 else ''} differ); re-running would mix them in one "
-                                  "table. Use another --out, or move that directory aside to re-run it.")
+            stored = RunDir(path, tensorboard=False).read_config()
+            changed = changed_fields(stored["bench"], current, job)
+            if stored.get("episodes", 1) != EPISODES_VERSION:
+                changed.append("episodes")
+            if not changed:
+                continue
+            test_only = set(changed) <= set(TEST_ONLY_FIELDS)
+            if test_only and cfg.reevaluate:
+                again.add((job, seed))
+                continue
+            hint = (" --reevaluate re-runs it on this run's test episodes without retraining, or use another --out."
+                    if test_only else " Use another --out, or move that directory aside to re-run it.")
+            raise ConfigError(f"{path} finished with other settings ({', '.join(changed[:6])}"
+                              f"{', ...' if len(changed) > 6 else ''} differ); re-running would mix them in one "
+                              "table." + hint)
+    return again
 
 
 def jobs_of(cfg: ScheduleBenchConfig) -> list[str]:
@@ -341,8 +405,8 @@ def run_bench(cfg: ScheduleBenchConfig) -> dict:
         from edgegen.scheduling.rllib import require_rllib
 
         require_rllib(cfg.rllib_network)
-    check_finished_jobs(cfg, jobs_of(cfg), seeds)
-    jobs = [(cfg, j, s, command) for j in jobs_of(cfg) for s in seeds]
+    again = check_finished_jobs(cfg, jobs_of(cfg), seeds)
+    jobs = [(cfg, j, s, command, (j, s) in again) for j in jobs_of(cfg) for s in seeds]
     done = run_jobs(run_job, jobs, cfg.workers, cfg.ray_address, cfg.quiet,
                     describe=lambda job, r: f"{job[1]} seed {job[2]} done")
     per_seed = {(job[1], job[2]): r for job, r in done.items()}

@@ -302,8 +302,10 @@ class DLScheduleEnv(gym.Env):
         super().reset(seed=seed)
         cfg, rng = self.config, self.np_random
         options = options or {}
-        self.load = float(options.get("load", cfg.loads[int(rng.integers(len(cfg.loads)))]))
-        self.mix = str(options.get("mix", cfg.mixes[int(rng.integers(len(cfg.mixes)))]))
+        # draw a load / mix only when the options do not give one: an episode with given options is then the same
+        # whatever the config's lists hold (a single-load bench plays the episodes of a multi-load one)
+        self.load = float(options["load"] if "load" in options else cfg.loads[int(rng.integers(len(cfg.loads)))])
+        self.mix = str(options["mix"] if "mix" in options else cfg.mixes[int(rng.integers(len(cfg.mixes)))])
         check_range("options['load']", self.load, 0.05, 2.0)
         check_choice("options['mix']", self.mix, MIXES)
         rate = self.load * fluid_capacity_jobs_per_s(cfg.agents, self.mix, cfg.dag)
