@@ -81,7 +81,7 @@ class ScheduleBenchConfig:
 
     out: Path = Path("runs/schedule-bench")
     """Bench directory (OUT/<job>/seed_<s> per job; finished jobs are skipped on a re-run, which is refused if a
-    setting their results depend on changed: see JOB_FIELDS)."""
+    setting their results depend on changed: see JOB_FIELDS, and `reevaluate` for changed test settings)."""
     load: tuple[float, ...] = (0.5, 0.8, 0.95)
     """Test loads (fraction of the pool's fluid capacity)."""
     seeds: int = 3
@@ -140,8 +140,9 @@ class ScheduleBenchConfig:
     quiet: bool = False
     """Disable progress bars."""
     reevaluate: bool = False
-    """Re-run finished jobs whose stored settings differ from this run's only in TEST_ONLY_FIELDS, on the current
-    test episodes, re-using masked PPO's model and the online job's specialist instead of retraining them."""
+    """Re-run finished jobs whose stored settings differ from this run's only in test settings (load, test_mix,
+    test_episodes, the rules asked for, or how episodes are drawn: EPISODES_VERSION) on this run's test episodes,
+    re-using masked PPO's saved model and the online job's saved specialist instead of retraining them."""
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]
@@ -188,14 +189,16 @@ def test_episodes(cfg: ScheduleBenchConfig, seed: int, load: float) -> list[tupl
 
 
 def evaluate(cfg: ScheduleBenchConfig, seed: int, act, plain: bool = False) -> dict:
-    """{load: {metric: mean over the seed's test episodes}} of one policy; `plain`: without the hint features
-    (a policy that does not read the observation; same dynamics, cheaper steps)."""
+    """{load: {metric: mean over the seed's test episodes, "avg_jct_s_episodes": each episode's avg JCT}} of one
+    policy; `plain`: without the hint features (a policy that does not read the observation; same dynamics, cheaper
+    steps)."""
     env_cfg = cfg.env_config(train=False)
     env = DLScheduleEnv(dataclasses.replace(env_cfg, hints=()) if plain else env_cfg)
     out = {}
     for load in cfg.load:
         eps = [run_episode(env, act, s, o) for s, o in test_episodes(cfg, seed, load)]
-        out[str(load)] = {m: float(np.mean([e[m] for e in eps])) for m in METRICS}
+        out[str(load)] = {**{m: float(np.mean([e[m] for e in eps])) for m in METRICS},
+                          "avg_jct_s_episodes": [e["avg_jct_s"] for e in eps]}
     return out
 
 
@@ -437,7 +440,7 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
             job = name if name in (*ROLLOUTS, *LEARNED) else "heuristics"
             rows = [per_seed[(job, s)]["results"][name][load] for s in seeds]
             r: dict = {}
-            for m in rows[0]:
+            for m in (m for m in rows[0] if not m.endswith("_episodes")):
                 vals = [row[m] for row in rows]
                 r[m] = float(np.mean(vals))
                 r[f"{m}_std"] = float(np.std(vals))
