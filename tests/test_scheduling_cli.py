@@ -50,6 +50,7 @@ def test_bench_tiny_budget_and_report(tmp_path):
         assert a["best_heuristic"] == best
         gain = 100 * (res[best]["avg_jct_s"] - res["masked_ppo"]["avg_jct_s"]) / res[best]["avg_jct_s"]
         assert a["masked_ppo_gain_pct"] == pytest.approx(gain)
+        assert a["masked_ppo_gain_pct_interval95"] == pytest.approx([gain, gain])  # one episode: nothing to resample
     for name in ("frozen", "online", "frozen_fresh", "online_greedy"):
         row = s["online"][name]
         assert len(row["ratio_mean"]) == 3
@@ -128,6 +129,21 @@ def test_changed_fields_of_a_finished_job():
     assert changed_fields(stored, {**stored, "policies": ["mct"]}, "heuristics") == []
     assert changed_fields(stored, {**stored, "policies": ["mct", "heft"]}, "heuristics") == ["policies"]
     assert changed_fields(stored, {**stored, "load": [0.5, 0.8]}, "heuristics") == ["load"]
+
+
+def test_gain_interval_by_hand():
+    import numpy as np
+
+    from edgegen.scheduling.bench import gain_interval_pct
+
+    flat = {"h": np.full((2, 5), 10.0), "p": np.full((2, 5), 9.0)}
+    assert gain_interval_pct(flat, "p", ["h"]) == pytest.approx([10.0, 10.0])
+    h = np.random.default_rng(0).uniform(5.0, 50.0, size=(3, 8))
+    assert gain_interval_pct({"h": h, "p": 0.9 * h}, "p", ["h"]) == pytest.approx([10.0, 10.0])  # paired episodes
+    # one seed, two episodes: a resample is both episodes once (best heuristic 20, gain +10%) or one episode twice
+    # (best 10, gain -80%); a heuristic fixed as A would give +40% on episode 1 twice
+    two = {"A": np.array([[10.0, 30.0]]), "B": np.array([[30.0, 10.0]]), "p": np.array([[18.0, 18.0]])}
+    assert gain_interval_pct(two, "p", ["A", "B"]) == pytest.approx([-80.0, 10.0])
 
 
 def test_train_command_tiny(tmp_path, capsys):
