@@ -465,7 +465,7 @@ def aggregate(cfg: ScheduleBenchConfig, per_seed: dict, seeds: list[int]) -> dic
                 r[m] = float(np.mean(vals))
                 r[f"{m}_std"] = float(np.std(vals))
             r["avg_jct_s_per_seed"] = [row["avg_jct_s"] for row in rows]
-            if all("avg_jct_s_episodes" in row for row in rows):  # (seeds, episodes); not in runs before session 35
+            if all("avg_jct_s_episodes" in row for row in rows):  # (seeds, episodes); absent from older results
                 r["avg_jct_s_episodes"] = [row["avg_jct_s_episodes"] for row in rows]
             if name == "lower_bound":
                 r["utilization"] = None
