@@ -189,6 +189,17 @@ def test_rllib_ppo_tiny_budget_same_metrics(tmp_path):
     assert "rllib_ppo_gain_pct" in s["acceptance"]["0.8"]
     assert len((tmp_path / "r" / "rllib_ppo" / "seed_0" / "metrics.csv").read_text().splitlines()) >= 2
 
+    # another test load: tested again from the saved module, not retrained
+    import dataclasses
+
+    curve = (tmp_path / "r" / "rllib_ppo" / "seed_0" / "metrics.csv").read_text()
+    again = run_bench(dataclasses.replace(cfg, load=(0.8, 0.5), reevaluate=True))
+    ray.shutdown()
+    assert again["results"]["0.8"]["rllib_ppo"]["avg_jct_s"] == r["avg_jct_s"]
+    assert again["results"]["0.8"]["rllib_ppo"]["train_wall_s_mean"] == r["train_wall_s_mean"]
+    assert (tmp_path / "r" / "rllib_ppo" / "seed_0" / "metrics.csv").read_text() == curve
+    assert "0.5" in again["results"]
+
 
 def test_rllib_pair_module_masks_invalid_actions_and_matches_the_pair_scorer():
     pytest.importorskip("ray.rllib")

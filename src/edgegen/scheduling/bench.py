@@ -20,9 +20,9 @@ utilization, ...}}}, "acceptance": {LOAD: {best_heuristic, masked_ppo_gain_pct, 
 for masked PPO's rollout-labelled warm-start decisions (most of its time), which resume from
 ``masked_ppo/seed_<s>/ckpt/warm_start_labels.npz`` (saved every two minutes; ppo.warm_start_labels).
 When only test settings changed (TEST_ONLY_FIELDS: the loads, the test mix or episodes, the episodes' version),
-``--reevaluate`` re-runs the finished jobs on the new test episodes without retraining: masked PPO is tested from its
-saved model, the online job plays its stream again with its saved specialist, the other jobs re-run in full (RLlib
-PPO saves no model, so it retrains).
+``--reevaluate`` re-runs the finished jobs on the new test episodes without retraining: masked PPO and RLlib PPO are
+tested from their saved models (an RLlib job with the "mlp" network, or finished before it saved one, retrains), the
+online job plays its stream again with its saved specialist, the other jobs re-run in full.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class ScheduleBenchConfig:
     reevaluate: bool = False
     """Re-run finished jobs whose stored settings differ from this run's only in test settings (load, test_mix,
     test_episodes, the rules asked for, or how episodes are drawn: EPISODES_VERSION) on this run's test episodes,
-    re-using masked PPO's saved model and the online job's saved specialist instead of retraining them."""
+    re-using the learned policies' saved models and the online job's saved specialist instead of retraining them."""
 
     def validate(self) -> None:
         unknown = [p for p in self.policies if p not in POLICIES]
@@ -218,8 +218,9 @@ def config_json(cfg: ScheduleBenchConfig) -> dict:
 def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str, reevaluate: bool = False) -> dict:
     """One (job, seed): job is "heuristics", a rollout row, "masked_ppo", "rllib_ppo" or "online". Writes
     OUT/job/seed_<s>/summary.json. A finished job is returned as stored unless `reevaluate`: then masked PPO is
-    tested again from ckpt/model.zip and the online job's stream replayed with ckpt/specialist.zip (both keep the
-    stored training figures, under the stored training command), and every other job runs again in full."""
+    tested again from ckpt/model.zip, RLlib PPO from ckpt/module.pt if it saved one ("pair" network), and the
+    online job's stream replayed with ckpt/specialist.zip (keeping the stored training figures, under the stored
+    training command); every other job runs again in full."""
     import torch
 
     torch.set_num_threads(1)
@@ -227,7 +228,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str, reevalu
     if (run.path / "summary.json").exists():
         if not reevaluate:
             return run.read_summary()
-        if job in ("masked_ppo", "online"):
+        if job in ("masked_ppo", "online") or (job == "rllib_ppo" and (run.ckpt / "module.pt").exists()):
             return reevaluate_trained(cfg, job, seed, run, command)
         (run.path / "summary.json").unlink()  # runs again in full; an interruption leaves it unfinished
     run.write_config(job_config(cfg, job, seed))
@@ -277,7 +278,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str, reevalu
     if job == "rllib_ppo":
         from edgegen.scheduling.ppo import curve_seeds
         from edgegen.scheduling.rllib import greedy_policy as rllib_greedy
-        from edgegen.scheduling.rllib import train_rllib
+        from edgegen.scheduling.rllib import save_module, train_rllib
 
         curve_env = DLScheduleEnv(cfg.env_config(train=True))
 
@@ -290,6 +291,8 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str, reevalu
         algo, module, info = train_rllib(cfg.env_config(train=True), seed, cfg.rllib_env_steps, curve=curve,
                                          keep_best=cfg.ppo.keep_best, train_batch_size=cfg.rllib_train_batch_size,
                                          gamma=cfg.ppo.gamma, hidden=cfg.ppo.hidden_size, network=cfg.rllib_network)
+        if cfg.rllib_network == "pair":
+            save_module(module, run.ckpt / "module.pt")
         t0 = time.perf_counter()
         res = evaluate(cfg, seed, rllib_greedy(module))
         algo.stop()
@@ -303,8 +306,8 @@ def job_config(cfg: ScheduleBenchConfig, job: str, seed: int) -> dict:
 
 
 def reevaluate_trained(cfg: ScheduleBenchConfig, job: str, seed: int, run: RunDir, command: str) -> dict:
-    """A finished masked_ppo / online job tested again from its saved model (run_job's `reevaluate`). The new
-    summary is written before the new config, so an interruption leaves the job to be re-evaluated again."""
+    """A finished masked_ppo / rllib_ppo / online job tested again from its saved model (run_job's `reevaluate`).
+    The new summary is written before the new config, so an interruption leaves the job to be re-evaluated again."""
     from sb3_contrib import MaskablePPO
 
     from edgegen.scheduling.ppo import greedy_policy, online_adaptation
@@ -314,9 +317,15 @@ def reevaluate_trained(cfg: ScheduleBenchConfig, job: str, seed: int, run: RunDi
                                                           "environment", "results", "test_wall_s", "online")}
     kept.setdefault("trained_by", {k: trained.get(k) for k in ("command", "git_sha", "edgegen_version")})
     t0 = time.perf_counter()
-    if job == "masked_ppo":
-        model = MaskablePPO.load(run.ckpt / "model.zip", device="cpu")
-        kept["results"] = {job: evaluate(cfg, seed, greedy_policy(model))}
+    if job in LEARNED:
+        if job == "masked_ppo":
+            act = greedy_policy(MaskablePPO.load(run.ckpt / "model.zip", device="cpu"))
+        else:
+            from edgegen.scheduling.rllib import greedy_policy as rllib_greedy
+            from edgegen.scheduling.rllib import load_module
+
+            act = rllib_greedy(load_module(cfg.env_config(train=True), run.ckpt / "module.pt", cfg.ppo.hidden_size))
+        kept["results"] = {job: evaluate(cfg, seed, act)}
         kept["test_wall_s"] = time.perf_counter() - t0
     else:
         env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline,

@@ -108,6 +108,34 @@ class MaskedDictEnv(gym.Env):
         return obs, reward, terminated, truncated, info
 
 
+def module_model_config(env_cfg: DLScheduleConfig, network: str, hidden: int) -> dict:
+    if network == "pair":
+        return {"layout": DLScheduleEnv(env_cfg).obs_layout(), "hidden": hidden}
+    return {"head_fcnet_hiddens": [2 * hidden, 2 * hidden]}
+
+
+def save_module(module, path) -> None:
+    """The weights of a trained pair-scoring RLModule (rebuilt by load_module)."""
+    import torch
+
+    torch.save(module.state_dict(), path)
+
+
+def load_module(env_cfg: DLScheduleConfig, path, hidden: int = 64):
+    """A pair-scoring RLModule saved by save_module, rebuilt for the env it was trained on without an Algorithm (to
+    test a trained policy again). Only the "pair" network: the algorithm's "mlp" module is RLlib's inference-only
+    variant, whose layout a plain RLModuleSpec does not rebuild."""
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    env = MaskedDictEnv(config_to_env_config(env_cfg))
+    module = RLModuleSpec(module_class=require_rllib("pair"), observation_space=env.observation_space,
+                          action_space=env.action_space,
+                          model_config=module_model_config(env_cfg, "pair", hidden)).build()
+    module.load_state_dict(torch.load(path, weights_only=True))
+    return module
+
+
 def build_algo(env_cfg: DLScheduleConfig, seed: int, train_batch_size: int = 2000, minibatch_size: int = 256,
                num_epochs: int = 5, lr: float = 3e-4, gamma: float = 0.995, hidden: int = 64,
                network: str = "pair", grad_clip: float | None = 0.5, vf_clip: float = 1e6, num_env_runners: int = 0):
@@ -121,10 +149,6 @@ def build_algo(env_cfg: DLScheduleConfig, seed: int, train_batch_size: int = 200
     if not ray.is_initialized():
         ray.init(num_cpus=max(1, num_env_runners + 1), include_dashboard=False, log_to_driver=False,
                  ignore_reinit_error=True, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
-    if network == "pair":
-        model_config = {"layout": DLScheduleEnv(env_cfg).obs_layout(), "hidden": hidden}
-    else:
-        model_config = {"head_fcnet_hiddens": [2 * hidden, 2 * hidden]}
     config = (RLlibPPOConfig()
               .api_stack(enable_rl_module_and_learner=True, enable_env_runner_and_connector_v2=True)
               .environment(MaskedDictEnv, env_config=config_to_env_config(env_cfg))
@@ -134,7 +158,8 @@ def build_algo(env_cfg: DLScheduleConfig, seed: int, train_batch_size: int = 200
                         minibatch_size=min(minibatch_size, train_batch_size),
                         num_epochs=num_epochs, lr=lr, gamma=gamma, lambda_=0.95, entropy_coeff=0.01,
                         grad_clip=grad_clip, grad_clip_by="global_norm", vf_clip_param=vf_clip)
-              .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class, model_config=model_config))
+              .rl_module(rl_module_spec=RLModuleSpec(module_class=module_class,
+                                                     model_config=module_model_config(env_cfg, network, hidden)))
               .debugging(seed=seed, log_level="ERROR"))
     return config.build_algo()
 
