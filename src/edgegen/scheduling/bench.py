@@ -174,6 +174,12 @@ class ScheduleBenchConfig:
         self.env_config(train=True).validate()
         self.env_config(train=False).validate()
 
+    def online_env_config(self) -> DLScheduleConfig:
+        """The online job's env: the training env with the online experiment's reward baseline and hints (its
+        mixes and loads come from the episodes' options)."""
+        return dataclasses.replace(self.env_config(train=True), reward_baseline=self.online_cfg.reward_baseline,
+                                   hints=self.online_cfg.hints)
+
     def rollout_candidates(self) -> tuple[str, ...]:
         """Candidate rules of the sampled_rollout row: the warm-start teachers, else the hint rules."""
         return tuple(self.ppo.warm_start_names()) or self.hints
@@ -269,8 +275,7 @@ def run_job(cfg: ScheduleBenchConfig, job: str, seed: int, command: str, reevalu
     if job == "online":
         from edgegen.scheduling.ppo import online_adaptation, train_specialist
 
-        env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline,
-                                      hints=cfg.online_cfg.hints)
+        env_cfg = cfg.online_env_config()
         model, info = train_specialist(cfg.online_cfg, cfg.ppo, env_cfg, seed, run)
         model.save(run.ckpt / "specialist.zip")
         online = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, env_cfg, seed, cfg.ppo)
@@ -328,8 +333,7 @@ def reevaluate_trained(cfg: ScheduleBenchConfig, job: str, seed: int, run: RunDi
         kept["results"] = {job: evaluate(cfg, seed, act)}
         kept["test_wall_s"] = time.perf_counter() - t0
     else:
-        env_cfg = dataclasses.replace(cfg.env_config(train=True), reward_baseline=cfg.online_cfg.reward_baseline,
-                                      hints=cfg.online_cfg.hints)
+        env_cfg = cfg.online_env_config()
         kept["online"] = online_adaptation(run.ckpt / "specialist.zip", cfg.online_cfg, env_cfg, seed, cfg.ppo)
     out = run.write_summary(kept, seed, command)
     run.write_config(job_config(cfg, job, seed))
